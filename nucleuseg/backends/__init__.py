@@ -1,0 +1,215 @@
+"""The backend registry: a name is enough to build the U-Net in any installed framework.
+
+Built-in backends (``"torch"``, ``"keras"``, ``"flax"``) are known by module path and imported only
+when first asked for, so ``import nucleuseg`` never imports a deep-learning framework. Third-party
+packages add backends through the entry-point group ``nucleuseg.backends``; an entry point named
+``mynet`` pointing at ``mypkg.backend`` (a module that calls :func:`register_backend`) or at a
+factory ``mypkg.backend:build`` makes ``Segmenter("mynet")`` work.
+
+Examples
+--------
+>>> import nucleuseg as ns
+>>> [b.name for b in ns.available_backends()]  # doctest: +SKIP
+['flax', 'keras', 'torch']
+>>> @ns.register_backend("tiny-doc", requires="numpy")
+... def build(config, seed):
+...     ...
+>>> "tiny-doc" in ns.backends.registered_backends()
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nucleuseg.backends.base import Network, canonical_shapes, check_weights, parameter_count
+from nucleuseg.errors import BackendUnavailable
+
+Factory = Callable[..., Network]
+
+ENTRY_POINT_GROUP = "nucleuseg.backends"
+
+# name -> (module that registers it, framework module it needs, pip extra)
+_BUILTIN: dict[str, tuple[str, str, str]] = {
+    "torch": ("nucleuseg.backends.torch_backend", "torch", "torch"),
+    "keras": ("nucleuseg.backends.keras_backend", "tensorflow", "keras"),
+    "flax": ("nucleuseg.backends.flax_backend", "flax", "flax"),
+}
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One registered backend and whether it can run here.
+
+    Attributes
+    ----------
+    name : str
+    framework : str
+        The Python module the backend needs (``"torch"``, ``"tensorflow"``, ``"flax"``, ...).
+    version : str or None
+        The installed framework's version, ``None`` when it is missing.
+    available : bool
+    source : str
+        ``"builtin"``, ``"entry point"`` or ``"registered"``.
+    """
+
+    name: str
+    framework: str
+    version: str | None
+    available: bool
+    source: str
+
+    def __str__(self) -> str:
+        state = f"{self.framework} {self.version}" if self.available else "not installed"
+        return f"{self.name:<8} {state}  ({self.source})"
+
+
+@dataclass
+class _Entry:
+    name: str
+    requires: str
+    extra: str | None
+    factory: Factory | None = None
+    module: str | None = None
+    source: str = "registered"
+
+
+_REGISTRY: dict[str, _Entry] = {
+    name: _Entry(name, requires, extra, module=module, source="builtin")
+    for name, (module, requires, extra) in _BUILTIN.items()
+}
+_entry_points_loaded = False
+
+
+def register_backend(
+    name: str, requires: str | None = None, extra: str | None = None
+) -> Callable[[Factory], Factory]:
+    """Decorator registering ``factory(config, seed) -> Network`` under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The name users pass to :class:`~nucleuseg.Segmenter`.
+    requires : str, optional
+        The module the backend imports (checked before building, for a clear error).
+    extra : str, optional
+        The pip extra that installs it, quoted in the error when it is missing.
+    """
+
+    def decorate(factory: Factory) -> Factory:
+        entry = _REGISTRY.get(name)
+        if entry is None:
+            entry = _REGISTRY[name] = _Entry(name, requires or "", extra)
+        entry.factory = factory
+        if requires:
+            entry.requires = requires
+        return factory
+
+    return decorate
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = _Entry(ep.name, "", None, source="entry point", module=ep.value)
+
+
+def registered_backends() -> list[str]:
+    """Names of every registered backend, installed or not, sorted."""
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def _framework_version(module: str) -> str | None:
+    if not module:
+        return ""
+    if importlib.util.find_spec(module) is None:
+        return None
+    dist = {"tensorflow": "tensorflow", "flax": "flax", "torch": "torch"}.get(module, module)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def available_backends() -> list[BackendInfo]:
+    """Every registered backend with its framework version and whether it can run here.
+
+    Only checks that the framework is installed; nothing is imported.
+    """
+    infos = []
+    for name in registered_backends():
+        entry = _REGISTRY[name]
+        version = _framework_version(entry.requires)
+        infos.append(
+            BackendInfo(name, entry.requires or "-", version, version is not None, entry.source)
+        )
+    return infos
+
+
+def _install_hint(entry: _Entry) -> str:
+    if entry.extra:
+        return f'pip install "nucleuseg[{entry.extra}]"'
+    return f"pip install {entry.requires}" if entry.requires else "install the backend's package"
+
+
+def get_backend(name: str) -> Factory:
+    """The factory registered under ``name``, importing its module on first use.
+
+    Raises
+    ------
+    BackendUnavailable
+        If no backend has that name, or its framework is not installed (the message names the
+        extra to install).
+    """
+    _load_entry_points()
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise BackendUnavailable(
+            f"no backend named {name!r}; registered backends: {', '.join(registered_backends())}"
+        )
+    if entry.requires and importlib.util.find_spec(entry.requires) is None:
+        raise BackendUnavailable(
+            f"backend {name!r} needs {entry.requires}, which is not installed: "
+            f"{_install_hint(entry)}"
+        )
+    if entry.factory is None:
+        module, _, attr = (entry.module or "").partition(":")
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"backend {name!r} failed to import ({exc}): {_install_hint(entry)}"
+            ) from exc
+        if attr:
+            entry.factory = getattr(loaded, attr)
+        if entry.factory is None:
+            raise BackendUnavailable(f"module {module!r} did not register backend {name!r}")
+    return entry.factory
+
+
+def build_network(name: str, config, seed: int = 0) -> Network:
+    """Build the network of backend ``name`` for ``config``, initialised from ``seed``."""
+    return get_backend(name)(config, seed)
+
+
+__all__ = [
+    "BackendInfo",
+    "Network",
+    "available_backends",
+    "build_network",
+    "canonical_shapes",
+    "check_weights",
+    "get_backend",
+    "parameter_count",
+    "register_backend",
+    "registered_backends",
+]

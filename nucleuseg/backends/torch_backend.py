@@ -1,0 +1,230 @@
+"""The PyTorch backend: the canonical U-Net in ``torch.nn``, channels-last on the CPU.
+
+Imported only when the ``"torch"`` backend is first asked for. Weights go in and out in the
+canonical layout of :mod:`nucleuseg.backends.base`; PyTorch's OIHW kernels are transposed here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nucleuseg.backends import register_backend
+from nucleuseg.backends.base import (
+    ADAM_BETAS,
+    ADAM_EPSILON,
+    BN_EPSILON,
+    BN_MOMENTUM,
+    DICE_SMOOTH,
+    canonical_shapes,
+    check_weights,
+    init_weights,
+    is_trainable,
+)
+from nucleuseg.config import UNetConfig
+
+
+def _activation(name: str) -> nn.Module:
+    return nn.ELU() if name == "elu" else nn.ReLU()
+
+
+class _Block(nn.Module):
+    """Two 3x3 convolutions, each followed by optional batch norm and the activation."""
+
+    def __init__(self, cin: int, cout: int, dropout: float, config: UNetConfig) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        batch = config.normalization == "batch"
+
+        def norm():
+            return nn.BatchNorm2d(cout, eps=BN_EPSILON, momentum=BN_MOMENTUM)
+
+        self.norm1 = norm() if batch else nn.Identity()
+        self.norm2 = norm() if batch else nn.Identity()
+        self.act = _activation(config.activation)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act(self.norm1(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+class UNet(nn.Module):
+    """The canonical U-Net (see :mod:`nucleuseg.backends.base`)."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        f = (0, *config.filters)
+        cin = config.in_channels
+        self.enc = nn.ModuleDict()
+        for level in range(1, config.depth + 1):
+            self.enc[str(level)] = _Block(cin, f[level], config.dropout[level - 1], config)
+            cin = f[level]
+        self.up = nn.ModuleDict()
+        self.dec = nn.ModuleDict()
+        for level in range(config.depth - 1, 0, -1):
+            if config.upsampling == "transpose":
+                self.up[str(level)] = nn.ConvTranspose2d(f[level + 1], f[level], 2, stride=2)
+                dec_in = 2 * f[level]
+            else:
+                dec_in = f[level + 1] + f[level]
+            self.dec[str(level)] = _Block(dec_in, f[level], config.dropout[level - 1], config)
+        self.head = nn.Conv2d(f[1], config.out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for level in range(1, self.config.depth + 1):
+            if level > 1:
+                x = F.max_pool2d(x, 2)
+            x = self.enc[str(level)](x)
+            skips.append(x)
+        for level in range(self.config.depth - 1, 0, -1):
+            if self.config.upsampling == "transpose":
+                x = self.up[str(level)](x)
+            else:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self.dec[str(level)](torch.cat([x, skips[level - 1]], dim=1))
+        return self.head(x)
+
+
+def loss_from_logits(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """The contract's loss (NCHW tensors)."""
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=(0, 2, 3))
+    if kind == "bce":
+        return bce.mean()
+    p = torch.sigmoid(logits)
+    inter = (p * y).sum(dim=(0, 2, 3))
+    dice = (2 * inter + DICE_SMOOTH) / (p.sum(dim=(0, 2, 3)) + y.sum(dim=(0, 2, 3)) + DICE_SMOOTH)
+    return (bce + 1 - dice).mean()
+
+
+def _to_canonical(name: str, value: torch.Tensor) -> np.ndarray:
+    array = value.detach().cpu().numpy()
+    if name.startswith("up") and name.endswith(".kernel"):
+        return np.ascontiguousarray(array.transpose(2, 3, 0, 1))  # IOHW -> HWIO
+    if name.endswith(".kernel"):
+        return np.ascontiguousarray(array.transpose(2, 3, 1, 0))  # OIHW -> HWIO
+    return array.astype(np.float32, copy=True)
+
+
+def _from_canonical(name: str, array: np.ndarray) -> torch.Tensor:
+    array = np.asarray(array, np.float32)
+    if name.startswith("up") and name.endswith(".kernel"):
+        array = array.transpose(2, 3, 0, 1)
+    elif name.endswith(".kernel"):
+        array = array.transpose(3, 2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+_TORCH_PART = {"kernel": "weight", "bias": "bias", "scale": "weight", "mean": "running_mean",
+               "var": "running_var"}
+
+
+def _torch_key(name: str) -> str:
+    """Canonical name -> state_dict key, e.g. ``enc1.norm2.mean`` -> ``enc.1.norm2.running_mean``."""
+    parts = name.split(".")
+    head, rest, part = parts[0], parts[1:-1], _TORCH_PART[parts[-1]]
+    if head == "head":
+        return f"head.{part}"
+    group = head.rstrip("0123456789")
+    level = head[len(group):]
+    return ".".join([group, level, *rest, part])
+
+
+class TorchNetwork:
+    """The ``"torch"`` backend's :class:`~nucleuseg.backends.base.Network`."""
+
+    def __init__(self, config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> None:
+        self.config = config
+        self.loss_kind = loss
+        torch.manual_seed(seed)
+        self.model = UNet(config).to(memory_format=torch.channels_last)
+        self._names = list(canonical_shapes(config))
+        self._params = dict(self.model.named_parameters())
+        self._buffers = dict(self.model.named_buffers())
+        self.set_weights(init_weights(config, seed))
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPSILON
+        )
+
+    @staticmethod
+    def _nchw(x: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(0, 3, 1, 2)
+        return tensor.contiguous(memory_format=torch.channels_last)
+
+    def reseed(self, seed: int) -> None:
+        """Seed the dropout random stream (called at every epoch start)."""
+        torch.manual_seed(seed)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, learning_rate: float) -> float:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = loss_from_logits(self.model(self._nchw(x)), self._nchw(y), self.loss_kind)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.inference_mode()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        probs = torch.sigmoid(self.model(self._nchw(x)))
+        return probs.permute(0, 2, 3, 1).contiguous().numpy()
+
+    @torch.inference_mode()
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        self.model.eval()
+        return float(loss_from_logits(self.model(self._nchw(x)), self._nchw(y), self.loss_kind))
+
+    def _tensor(self, name: str) -> torch.Tensor:
+        key = _torch_key(name)
+        return self._params[key] if key in self._params else self._buffers[key]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {name: _to_canonical(name, self._tensor(name)) for name in self._names}
+
+    @torch.no_grad()
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        check_weights(weights, self.config)
+        for name in self._names:
+            target = self._tensor(name)
+            target.copy_(_from_canonical(name, weights[name]).to(target.dtype))
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {}
+        step = 0.0
+        for name in self._names:
+            if not is_trainable(name):
+                continue
+            slot = self.optimizer.state.get(self._tensor(name), {})
+            if not slot:
+                continue
+            state[f"adam.m.{name}"] = _to_canonical(name, slot["exp_avg"])
+            state[f"adam.v.{name}"] = _to_canonical(name, slot["exp_avg_sq"])
+            step = float(slot["step"])
+        state["adam.step"] = np.asarray(step, np.float32)
+        return state
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        step = float(state.get("adam.step", 0.0))
+        for name in self._names:
+            if not is_trainable(name) or f"adam.m.{name}" not in state:
+                continue
+            param = self._tensor(name)
+            self.optimizer.state[param] = {
+                "step": torch.tensor(step),
+                "exp_avg": _from_canonical(name, state[f"adam.m.{name}"]).clone(),
+                "exp_avg_sq": _from_canonical(name, state[f"adam.v.{name}"]).clone(),
+            }
+
+
+@register_backend("torch", requires="torch", extra="torch")
+def build(config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> TorchNetwork:
+    """Build the PyTorch U-Net for ``config``, initialised from ``seed``."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return TorchNetwork(config, seed, loss)

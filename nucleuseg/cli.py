@@ -1,0 +1,284 @@
+"""The ``nucleuseg`` command line.
+
+``nucleuseg demo`` trains a small U-Net on built-in synthetic nuclei and scores it (no download, no
+arguments). ``train``, ``evaluate``, ``predict``, ``submit`` and ``score`` cover the DSB 2018
+workflow on real folders; ``backends`` lists the frameworks found. ``nucleuseg COMMAND --help``
+documents each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from nucleuseg.errors import NucleusegError
+
+DEFAULT_VAL_FRACTION = 0.15
+
+
+def _add_split(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULT_VAL_FRACTION,
+        help="share of the folder held out for validation, stratified by kind and size "
+        f"(default {DEFAULT_VAL_FRACTION})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+
+
+def _add_data(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--data",
+        required=required,
+        help="a DSB-style folder (<id>/images/<id>.png [+ masks/]); relative names are also "
+        "looked up under $NUCLEUSEG_DSB",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nucleuseg",
+        description="Find every cell nucleus in microscopy images (DSB 2018 U-Nets in Keras, "
+        "PyTorch and Flax).",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train and score a small model on synthetic nuclei")
+    demo.add_argument("--backend", help="backend to use (default: the first installed)")
+    demo.add_argument("--minutes", type=float, default=2.0, help="training budget (default 2)")
+    demo.add_argument("--out", default="nucleuseg-demo", help="output folder (default nucleuseg-demo)")
+    demo.add_argument("--seed", type=int, default=0)
+
+    tr = sub.add_parser("train", help="train a model on a DSB-style folder")
+    tr.add_argument("--backend", default="torch", help="torch, keras or flax (default torch)")
+    _add_data(tr)
+    tr.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    tr.add_argument("--preset", default="default", help="default or seed (default: default)")
+    tr.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
+    tr.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
+    tr.add_argument("--resume", help="training-state file: written each epoch, resumed if present")
+    tr.add_argument("--figures", help="folder for the training-curve figure")
+    _add_split(tr)
+
+    ev = sub.add_parser("evaluate", help="DSB score of a model on a labelled folder")
+    ev.add_argument("model", help="model file (.safetensors)")
+    _add_data(ev)
+    ev.add_argument("--backend", help="backend to run the model on (default: the one that trained it)")
+    ev.add_argument(
+        "--split",
+        choices=("all", "val", "train"),
+        default="val",
+        help="evaluate the whole folder or one side of the --val-fraction split (default val)",
+    )
+    ev.add_argument("--tta", action="store_true", help="average over flips")
+    ev.add_argument("--figures", help="folder for figures of the best and worst images")
+    _add_split(ev)
+
+    pr = sub.add_parser("predict", help="label images and write them as 16-bit PNG label images")
+    pr.add_argument("model")
+    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--backend")
+    pr.add_argument("--tta", action="store_true")
+
+    sm = sub.add_parser("submit", help="Kaggle submission CSV for a folder of images")
+    sm.add_argument("model")
+    _add_data(sm)
+    sm.add_argument("--out", required=True, help="CSV to write")
+    sm.add_argument("--backend")
+    sm.add_argument("--tta", action="store_true")
+
+    sc = sub.add_parser("score", help="score a submission CSV against a solution CSV")
+    sc.add_argument("submission")
+    sc.add_argument("solution", help="ImageId,EncodedPixels,Height,Width[,Usage] CSV")
+
+    sub.add_parser("backends", help="list backends and framework versions")
+    return parser
+
+
+def _load_segmenter(args):
+    from nucleuseg.segmenter import Segmenter
+
+    seg = Segmenter.load(args.model, backend=args.backend)
+    if getattr(args, "tta", False):
+        seg.inference = seg.inference.replace(tta=True)
+    return seg
+
+
+def _split(args):
+    from nucleuseg.data import load_dsb
+
+    dataset = load_dsb(args.data)
+    train, val = dataset.split(args.val_fraction, seed=args.seed)
+    return dataset, train, val
+
+
+def _cmd_backends(args) -> int:
+    from nucleuseg.backends import available_backends
+
+    for info in available_backends():
+        print(info)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from nucleuseg.segmenter import Segmenter
+
+    _, train, val = _split(args)
+    print(f"training on {len(train)} images, validating on {len(val)} ({args.backend}, {args.preset})")
+    seg = Segmenter(args.backend, preset=args.preset, seed=args.seed)
+    started = time.perf_counter()
+    history = seg.fit(
+        train, validation=val, epochs=args.epochs, max_minutes=args.minutes, resume=args.resume
+    )
+    print(history)
+    print(f"trained in {(time.perf_counter() - started) / 60:.1f} min; best validation score "
+          f"{history.best_score:.4f}" if history.best_score is not None else "")
+    seg.save(args.out)
+    print(f"wrote {args.out}")
+    if args.figures:
+        from nucleuseg import viz
+
+        Path(args.figures).mkdir(parents=True, exist_ok=True)
+        viz.save_figure(viz.plot_history(history), Path(args.figures) / "training.png")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    dataset, train, val = _split(args)
+    subset = {"all": dataset, "train": train, "val": val}[args.split]
+    seg = _load_segmenter(args)
+    started = time.perf_counter()
+    preds = seg.predict_many(subset)
+    seconds = time.perf_counter() - started
+    from nucleuseg import metrics
+
+    truths = {s.image_id: s.labels for s in subset}
+    result = metrics.score_dataset(truths, preds)
+    megapixels = sum(t.size for t in truths.values()) / 1e6
+    print(f"{args.split} part of {args.data}: {len(subset)} images, {megapixels:.1f} megapixels")
+    print(result.table())
+    print(f"DSB score {result.score:.4f}   AP@0.5 {result.ap50:.4f}")
+    for kind, score in sorted(result.by_kind(subset.kinds()).items()):
+        print(f"  {kind:<13} {score:.4f}")
+    print(f"prediction: {seconds:.1f} s, {megapixels / seconds:.2f} megapixels/s ({seg.backend})")
+    if args.figures:
+        from nucleuseg import viz
+
+        viz.save_extremes(subset, preds, result, args.figures)
+        print(f"figures in {args.figures}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from nucleuseg.data.images import read_image, write_image
+
+    seg = _load_segmenter(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.images:
+        labels = seg.predict(read_image(name))
+        target = out / (Path(name).stem + "_labels.png")
+        write_image(target, labels.astype("uint16"))
+        print(f"{name}: {int(labels.max())} nuclei -> {target}")
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    from nucleuseg import rle
+    from nucleuseg.data import load_dsb
+
+    seg = _load_segmenter(args)
+    dataset = load_dsb(args.data, masks=False)
+    preds = seg.predict_many(dataset)
+    rle.write_submission(preds, args.out)
+    print(f"wrote {args.out}: {len(preds)} images, {sum(int(p.max()) for p in preds.values())} nuclei")
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from nucleuseg import metrics, rle
+
+    solution = rle.read_rle_csv(args.solution)
+    submission = rle.read_rle_csv(args.submission)
+    missing = sorted(set(solution) - set(submission))
+    extra = sorted(set(submission) - set(solution))
+    if extra:
+        raise NucleusegError(f"{args.submission}: images not in the solution: {extra[:5]}")
+    truths, preds = {}, {}
+    for image_id, entry in solution.items():
+        if entry.shape is None:
+            raise NucleusegError(f"{args.solution}: no Height/Width for {image_id}")
+        truths[image_id] = rle.labels_from_csv(entry)
+        guess = submission.get(image_id)
+        preds[image_id] = rle.labels_from_csv(guess, entry.shape, overlap="first") if guess else (
+            truths[image_id] * 0
+        )
+    if missing:
+        print(f"warning: {len(missing)} images have no rows in the submission (scored as empty)",
+              file=sys.stderr)
+    result = metrics.score_dataset(truths, preds)
+    print(result.table())
+    print(f"DSB score {result.score:.4f}")
+    return 0
+
+
+def _first_backend() -> str:
+    from nucleuseg.backends import available_backends
+    from nucleuseg.errors import BackendUnavailable
+
+    for preferred in ("torch", "keras", "flax"):
+        for info in available_backends():
+            if info.name == preferred and info.available:
+                return preferred
+    raise BackendUnavailable('no backend installed: pip install "nucleuseg[torch]"')
+
+
+def _cmd_demo(args) -> int:
+    from nucleuseg.demo import run_demo
+
+    run_demo(args.backend or _first_backend(), args.minutes, Path(args.out), args.seed)
+    return 0
+
+
+COMMANDS = {
+    "backends": _cmd_backends,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "submit": _cmd_submit,
+    "score": _cmd_score,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nucleuseg`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from nucleuseg import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except NucleusegError as exc:
+        print(f"nucleuseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Predict any image size: pad to the network's multiple, tile large images, flip TTA.
+
+The network is any callable ``predict(batch) -> probabilities`` on NHWC ``float32`` arrays
+(a backend's :meth:`~nucleuseg.backends.base.Network.predict`). Images up to ``tile`` pixels on a
+side are predicted whole; larger ones in overlapping tiles whose outputs are blended with weights
+that fall off towards each tile's edge, so no seam shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (False, True), (True, False), (True, True))
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int, minimum: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+    """Mirror-pad an ``(H, W, C)`` array on the bottom and right to a multiple of ``multiple``.
+
+    Returns the padded array and the original ``(H, W)`` to crop back to.
+
+    Examples
+    --------
+    >>> padded, shape = pad_to_multiple(np.zeros((5, 17, 3)), 16)
+    >>> padded.shape, shape
+    ((16, 32, 3), (5, 17))
+    """
+    height, width = x.shape[:2]
+    target_h = max(minimum, -(-height // multiple) * multiple)
+    target_w = max(minimum, -(-width // multiple) * multiple)
+    padded = x
+    # "symmetric" works for any size; repeat while the padding exceeds the image.
+    while padded.shape[0] < target_h or padded.shape[1] < target_w:
+        pad_h = min(target_h - padded.shape[0], padded.shape[0])
+        pad_w = min(target_w - padded.shape[1], padded.shape[1])
+        padded = np.pad(padded, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+    return padded, (height, width)
+
+
+def _tile_starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def _blend_window(tile: int, overlap: int) -> np.ndarray:
+    ramp = np.ones(tile, np.float32)
+    if overlap:
+        edge = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        ramp[:overlap] = edge
+        ramp[-overlap:] = edge[::-1]
+    return np.outer(ramp, ramp)[..., None]
+
+
+def predict_tiled(
+    predict: PredictFn,
+    x: np.ndarray,
+    multiple: int,
+    tile: int = 512,
+    overlap: int = 64,
+    tta: bool = False,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Probabilities for one normalised ``(H, W, C)`` image of any size.
+
+    Parameters
+    ----------
+    predict : callable
+        NHWC batch -> NHWC probabilities, for inputs whose sides are multiples of ``multiple``.
+    x : numpy.ndarray
+        ``(H, W, C)`` ``float32`` image.
+    multiple : int
+        The network's size multiple (``2 ** (depth - 1)``).
+    tile, overlap : int
+        Tile side and overlap for images larger than ``tile``; ``tile`` is rounded down to a
+        multiple of ``multiple``.
+    tta : bool
+        Average over the four flips.
+
+    Examples
+    --------
+    >>> identity = lambda batch: batch[..., :1]
+    >>> out = predict_tiled(identity, np.random.rand(70, 45, 3).astype(np.float32), 16, tile=32, overlap=8)
+    >>> out.shape
+    (70, 45, 1)
+    """
+    tile = max(multiple, tile // multiple * multiple)
+    padded, (height, width) = pad_to_multiple(x, multiple)
+    ph, pw = padded.shape[:2]
+    tile_h, tile_w = min(tile, ph), min(tile, pw)
+    ys = _tile_starts(ph, tile_h, tile_h - overlap)
+    xs = _tile_starts(pw, tile_w, tile_w - overlap)
+    windows = [(y, x0) for y in ys for x0 in xs]
+    if len(windows) == 1:
+        weight = np.ones((tile_h, tile_w, 1), np.float32)
+    else:
+        weight = _blend_window(tile, overlap)[:tile_h, :tile_w]
+    flips = FLIPS if tta else FLIPS[:1]
+
+    out = None
+    total = np.zeros((ph, pw, 1), np.float32)
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start : start + batch_size]
+        batch = np.stack([padded[y : y + tile_h, x0 : x0 + tile_w] for y, x0 in chunk])
+        probs = None
+        for flip_y, flip_x in flips:
+            axes = tuple(a for a, f in ((1, flip_y), (2, flip_x)) if f)
+            flipped = np.flip(batch, axes) if axes else batch
+            p = predict(np.ascontiguousarray(flipped))
+            p = np.flip(p, axes) if axes else p
+            probs = p if probs is None else probs + p
+        probs = probs / len(flips)
+        if out is None:
+            out = np.zeros((ph, pw, probs.shape[-1]), np.float32)
+        for (y, x0), p in zip(chunk, probs, strict=True):
+            out[y : y + tile_h, x0 : x0 + tile_w] += p * weight
+            total[y : y + tile_h, x0 : x0 + tile_w] += weight
+    return (out / total)[:height, :width]

@@ -1,0 +1,308 @@
+"""The one training loop, shared by every backend.
+
+Each epoch draws ``steps_per_epoch`` batches of augmented crops (prepared in a background thread
+from an epoch-specific random stream, so a resumed run sees the same batches), takes one optimizer
+step per batch, then scores the validation set with the DSB metric. The best-scoring weights are
+kept, training stops early after ``patience`` epochs without improvement or when the time budget
+is spent, and a :class:`History` records every epoch.
+
+With ``resume_path`` the full training state (weights, optimizer, best weights, history, epoch) is
+written atomically after every epoch, and a later call with the same path continues from there.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nucleuseg.backends.base import Network
+from nucleuseg.config import Preset
+from nucleuseg.data.base import Dataset, Sample
+from nucleuseg.masks import make_targets
+from nucleuseg.progress import progress_bar
+from nucleuseg.transforms import (
+    NormalizationStats,
+    as_rgb,
+    normalization_stats,
+    normalize,
+    random_crop,
+    random_dihedral,
+    random_intensity,
+    resize,
+)
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did."""
+
+    epoch: int
+    loss: float
+    score: float | None
+    learning_rate: float
+    seconds: float
+
+
+@dataclass
+class History:
+    """Loss and validation score per epoch, and where the best weights came from."""
+
+    epochs: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_score: float | None = None
+    stopped: str = ""
+    train_seconds: float = 0.0
+
+    @property
+    def loss(self) -> list[float]:
+        """Mean training loss per epoch."""
+        return [e.loss for e in self.epochs]
+
+    @property
+    def score(self) -> list[float | None]:
+        """Validation DSB score per epoch (``None`` without validation)."""
+        return [e.score for e in self.epochs]
+
+    def to_dict(self) -> dict:
+        """JSON-able form (stored in checkpoints)."""
+        return {
+            "epochs": [vars(e) for e in self.epochs],
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "stopped": self.stopped,
+            "train_seconds": self.train_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            epochs=[EpochRecord(**e) for e in data.get("epochs", [])],
+            best_epoch=data.get("best_epoch"),
+            best_score=data.get("best_score"),
+            stopped=data.get("stopped", ""),
+            train_seconds=float(data.get("train_seconds", 0.0)),
+        )
+
+    def __str__(self) -> str:
+        lines = ["epoch   loss    score   lr        s"]
+        for e in self.epochs:
+            score = "   -  " if e.score is None else f"{e.score:.4f}"
+            lines.append(f"{e.epoch:5d}  {e.loss:.4f}  {score}  {e.learning_rate:.2e}  {e.seconds:5.1f}")
+        if self.best_epoch is not None:
+            lines.append(f"best epoch {self.best_epoch} (score {self.best_score:.4f}); {self.stopped}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One training image held in memory: raw pixels, its normalisation and labels."""
+
+    image: np.ndarray
+    stats: NormalizationStats
+    labels: np.ndarray
+
+
+def prepare(dataset: Dataset, progress: bool = True) -> list[TrainItem]:
+    """Load every labelled sample of ``dataset`` for training."""
+    items = []
+    for sample in progress_bar(dataset, "loading", enable=progress, total=len(dataset)):
+        items.append(_item(sample))
+    if not items:
+        from nucleuseg.errors import DatasetError
+
+        raise DatasetError(f"{dataset.name}: no labelled images to train on")
+    return items
+
+
+def _item(sample: Sample) -> TrainItem:
+    if sample.labels is None:
+        from nucleuseg.errors import DatasetError
+
+        raise DatasetError(f"{sample.image_id}: has no labels, cannot train on it")
+    image = as_rgb(sample.image)
+    return TrainItem(image, normalization_stats(image), sample.labels)
+
+
+def make_example(
+    item: TrainItem, preset: Preset, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented ``(input, target)`` pair from a training image, as the preset prescribes."""
+    training, channels = preset.training, preset.network.out_channels
+    if training.resize:
+        size = (training.resize, training.resize)
+        x = resize(normalize(item.image, item.stats), size, order=1)
+        labels = resize(item.labels, size, order=0)
+        return x.astype(np.float32), make_targets(labels, channels)
+    low, high = np.log(training.scale_range)
+    scale = float(np.exp(rng.uniform(low, high)))
+    image, labels = random_crop(item.image, item.labels, training.crop, scale, rng)
+    x = normalize(image, item.stats)
+    if training.augment:
+        x, labels = random_dihedral([x, labels], rng)
+        x = random_intensity(x, rng)
+    return x, make_targets(labels, channels)
+
+
+def batches(
+    items: list[TrainItem], preset: Preset, rng: np.random.Generator, steps: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``steps`` batches, produced in a background thread one batch ahead of the consumer."""
+    size = preset.training.batch_size
+    out: queue.Queue = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for _ in range(steps):
+                picks = rng.integers(0, len(items), size=size)
+                pairs = [make_example(items[i], preset, rng) for i in picks]
+                batch = (np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
+                while not stop.is_set():
+                    try:
+                        out.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # surfaced in the consumer
+            out.put(exc)
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        for _ in range(steps):
+            batch = out.get()
+            if isinstance(batch, BaseException):
+                raise batch
+            yield batch
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def learning_rate(preset: Preset, fraction: float) -> float:
+    """The scheduled learning rate at ``fraction`` (0..1) of the run."""
+    peak = preset.training.learning_rate
+    if preset.training.schedule == "constant":
+        return peak
+    fraction = min(max(fraction, 0.0), 1.0)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
+def train(
+    network: Network,
+    train_set: Dataset,
+    preset: Preset,
+    validate: Callable[[], float] | None = None,
+    epochs: int = 40,
+    max_minutes: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    resume_path: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> History:
+    """Train ``network`` in place and return its :class:`History`.
+
+    Parameters
+    ----------
+    network : Network
+        A backend network; it ends up holding the best weights seen (by validation score, or the
+        last ones without validation).
+    train_set : Dataset
+        Labelled training images.
+    preset : Preset
+        The recipe (crop, batch size, learning rate, ...).
+    validate : callable, optional
+        Returns the validation DSB score of the network's current weights.
+    epochs : int
+        Maximum number of epochs.
+    max_minutes : float, optional
+        Time budget for the whole run (a resumed run counts the time already spent). The cosine
+        schedule then follows the budget rather than the epoch count.
+    seed : int
+        Seeds the batches of every epoch (a resumed run reproduces them).
+    resume_path : path, optional
+        Training-state file written after every epoch and read at the start if it exists.
+    log : callable, optional
+        Receives one line per epoch (default: print when ``progress``).
+    """
+    from nucleuseg import checkpoint
+
+    log = log or (print if progress else (lambda _msg: None))
+    history = History()
+    best_weights: dict[str, np.ndarray] | None = None
+    start_epoch = 1
+    if resume_path is not None and Path(resume_path).exists():
+        state = checkpoint.read_training_state(resume_path, network.config)
+        network.set_weights(state.weights)
+        network.set_optimizer_state(state.optimizer)
+        history, best_weights = state.history, state.best_weights
+        start_epoch = len(history.epochs) + 1
+        log(f"resuming {resume_path} at epoch {start_epoch}")
+    items = prepare(train_set, progress)
+    steps = preset.training.steps_per_epoch
+    budget = None if max_minutes is None else 60.0 * max_minutes
+    stale = 0
+    if history.best_epoch is not None:
+        stale = len(history.epochs) - history.best_epoch
+
+    for epoch in range(start_epoch, epochs + 1):
+        if budget is not None and history.train_seconds >= budget:
+            history.stopped = f"time budget of {max_minutes} min spent"
+            break
+        began = time.perf_counter()
+        rng = np.random.default_rng([seed, epoch])
+        if hasattr(network, "reseed"):
+            network.reseed(seed * 100_003 + epoch)
+        losses = []
+        lr = preset.training.learning_rate
+        bar = progress_bar(batches(items, preset, rng, steps), f"epoch {epoch}", progress, steps)
+        for step, (x, y) in enumerate(bar):
+            fraction = ((epoch - 1) * steps + step) / (epochs * steps)
+            if budget is not None:
+                spent = history.train_seconds + time.perf_counter() - began
+                if spent >= budget and losses:
+                    break
+                fraction = max(fraction, spent / budget)
+            lr = learning_rate(preset, fraction)
+            losses.append(network.train_step(x, y, lr))
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        score = float(validate()) if validate is not None else None
+        seconds = time.perf_counter() - began
+        history.train_seconds += seconds
+        history.epochs.append(EpochRecord(epoch, float(np.mean(losses)), score, lr, seconds))
+        improved = score is not None and (history.best_score is None or score > history.best_score)
+        if improved or validate is None:
+            history.best_epoch, history.best_score = epoch, score
+            best_weights = network.get_weights()
+            stale = 0
+        else:
+            stale += 1
+        score_text = "-" if score is None else f"{score:.4f}"
+        log(f"epoch {epoch}: loss {np.mean(losses):.4f}  val score {score_text}  ({seconds:.0f} s)")
+        if stale >= preset.training.patience:
+            history.stopped = f"no improvement for {stale} epochs"
+        elif epoch == epochs:
+            history.stopped = f"{epochs} epochs done"
+        if resume_path is not None:
+            checkpoint.write_training_state(
+                resume_path, network, preset, history, best_weights or network.get_weights(), seed
+            )
+        if history.stopped:
+            break
+    else:
+        if not history.stopped:
+            history.stopped = f"{epochs} epochs done"
+    if best_weights is not None:
+        network.set_weights(best_weights)
+    return history

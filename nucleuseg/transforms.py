@@ -1,0 +1,168 @@
+"""Intensity normalisation and training-time augmentation, on numpy arrays.
+
+Every image, whatever its kind, is brought to the same look before the network sees it:
+``float32`` in about ``[0, 1]``, nuclei *bright on dark*. Fluorescence already is; brightfield and
+H&E images (bright background, dark nuclei) are inverted. The decision and the intensity range are
+taken on the whole image (:func:`normalization_stats`), so a training crop and the full image at
+inference are normalised identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from nucleuseg.errors import InputError
+
+
+@dataclass(frozen=True)
+class NormalizationStats:
+    """How to normalise one image: ``x -> (x - low) / (high - low)``, then ``1 - x`` if inverted."""
+
+    low: float
+    high: float
+    invert: bool
+
+
+def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate a user image and return it as ``(H, W, 3)`` (gray repeated, alpha dropped).
+
+    Accepts ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` and ``(H, W, 4)`` arrays of any integer or
+    floating dtype with finite values.
+
+    Raises
+    ------
+    InputError
+        On another shape, a boolean or complex dtype, or NaN/inf values.
+
+    Examples
+    --------
+    >>> as_rgb(np.zeros((4, 5), np.uint8)).shape
+    (4, 5, 3)
+    """
+    image = np.asarray(image)
+    if image.dtype == bool or not (
+        np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+    ):
+        raise InputError(f"{name} must be an integer or float array, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise InputError(
+            f"{name} must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {image.shape}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"{name} is empty (shape {image.shape})")
+    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+        raise InputError(f"{name} contains NaN or infinite values")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return image[..., :3]
+
+
+def normalization_stats(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)) -> NormalizationStats:
+    """Robust intensity range of an ``(H, W, 3)`` image and whether to invert it.
+
+    The range is taken over all channels together (so H&E keeps its colour balance). The image is
+    inverted when, after scaling, the median gray level is above one half: the background is
+    bright and the nuclei are dark.
+
+    Examples
+    --------
+    >>> img = np.full((10, 10, 3), 200, np.uint8); img[4:6, 4:6] = 20
+    >>> normalization_stats(img).invert
+    True
+    """
+    sample = image[:: max(1, image.shape[0] // 256), :: max(1, image.shape[1] // 256)]
+    sample = sample.astype(np.float32)
+    low, high = np.percentile(sample, percentiles)
+    if high - low < 1e-6:
+        high = low + 1.0
+    gray = sample.mean(axis=2)
+    median = (np.median(gray) - low) / (high - low)
+    return NormalizationStats(float(low), float(high), bool(median > 0.5))
+
+
+def normalize(image: np.ndarray, stats: NormalizationStats | None = None) -> np.ndarray:
+    """``float32`` image in about ``[0, 1]`` with bright nuclei (see module docstring).
+
+    Examples
+    --------
+    >>> img = np.zeros((8, 8, 3), np.uint8); img[2:4, 2:4] = 255
+    >>> x = normalize(img)
+    >>> x.dtype, float(x.max()), float(x.min())
+    (dtype('float32'), 1.0, 0.0)
+    """
+    image = as_rgb(image)
+    stats = stats or normalization_stats(image)
+    x = (image.astype(np.float32) - stats.low) / (stats.high - stats.low)
+    np.clip(x, 0.0, 1.0, out=x)
+    if stats.invert:
+        x = 1.0 - x
+    return x
+
+
+def resize(array: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """Resize the first two axes of ``array`` to ``shape`` (``order`` 0 = nearest, 1 = linear).
+
+    Examples
+    --------
+    >>> resize(np.arange(4.0).reshape(2, 2), (4, 4), order=0).shape
+    (4, 4)
+    """
+    factors = [shape[0] / array.shape[0], shape[1] / array.shape[1]] + [1] * (array.ndim - 2)
+    out = ndi.zoom(array, factors, order=order, mode="nearest", grid_mode=True)
+    return out[: shape[0], : shape[1]]
+
+
+def random_crop(
+    image: np.ndarray,
+    labels: np.ndarray,
+    crop: int,
+    scale: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random ``crop x crop`` window at zoom ``scale`` (padded by mirroring when too small).
+
+    ``scale > 1`` enlarges nuclei (a smaller source window is read and upsampled).
+    """
+    source = max(2, round(crop / scale))
+    pad_y = max(0, source - image.shape[0])
+    pad_x = max(0, source - image.shape[1])
+    if pad_y or pad_x:
+        pads = ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2))
+        image = np.pad(image, (*pads, (0, 0)), mode="symmetric")
+        labels = np.pad(labels, pads, mode="constant")
+    y = rng.integers(0, image.shape[0] - source + 1)
+    x = rng.integers(0, image.shape[1] - source + 1)
+    image = image[y : y + source, x : x + source]
+    labels = labels[y : y + source, x : x + source]
+    if source != crop:
+        image = resize(image, (crop, crop), order=1)
+        labels = resize(labels, (crop, crop), order=0)
+    return image, labels
+
+
+def random_dihedral(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Apply one random flip/90-degree rotation (of the 8) to every array alike."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for a in arrays:
+        a = np.rot90(a, k, axes=(0, 1))
+        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a))
+    return out
+
+
+def random_intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gamma, contrast, brightness, colour, blur and noise jitter on a normalised image."""
+    x = x ** np.exp(rng.normal(0.0, 0.25))
+    x = x * rng.uniform(0.7, 1.3) + rng.uniform(-0.1, 0.1)
+    x = x * rng.uniform(0.85, 1.15, size=3).astype(np.float32)
+    if rng.random() < 0.25:
+        x = ndi.gaussian_filter(x, sigma=(rng.uniform(0.3, 1.2), rng.uniform(0.3, 1.2), 0))
+    if rng.random() < 0.3:
+        x = x + rng.normal(0.0, rng.uniform(0.005, 0.05), size=x.shape)
+    return np.clip(x, 0.0, 1.0).astype(np.float32)

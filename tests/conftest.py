@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests build their own data; none reads the real DSB folder."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+FRAMEWORKS = {"torch": "torch", "keras": "tensorflow", "flax": "flax"}
+
+
+def backend_or_skip(name: str) -> str:
+    """Skip the calling test, with the reason, when the backend's framework is missing."""
+    module = FRAMEWORKS[name]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{name} backend: {module} is not installed (pip install \"nucleuseg[{name}]\")")
+    return name
+
+
+def installed_backends() -> list[str]:
+    return [n for n, m in FRAMEWORKS.items() if importlib.util.find_spec(m) is not None]
+
+
+@pytest.fixture(params=sorted(FRAMEWORKS))
+def backend(request) -> str:
+    """Each built-in backend in turn (skipped where its framework is missing)."""
+    return backend_or_skip(request.param)
+
+
+@pytest.fixture
+def tiny_preset():
+    """The default recipe on a network small enough for unit tests."""
+    from nucleuseg.config import get_preset
+
+    preset = get_preset("default")
+    return preset.replace(
+        name="tiny",
+        network=preset.network.replace(depth=3, base_filters=4),
+        training=preset.training.replace(crop=32, batch_size=2, steps_per_epoch=2),
+        inference=preset.inference.replace(tile=64, overlap=16),
+    )
+
+
+@pytest.fixture
+def two_nuclei() -> np.ndarray:
+    labels = np.zeros((12, 16), np.int32)
+    labels[2:8, 2:8] = 1
+    labels[3:9, 8:14] = 2
+    return labels

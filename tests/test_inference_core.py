@@ -1,0 +1,112 @@
+"""Normalisation, tiling and post-processing: the framework-free half of prediction."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nucleuseg.config import InferenceConfig
+from nucleuseg.errors import InputError
+from nucleuseg.postprocess import check_probabilities, components, to_instances, watershed_split
+from nucleuseg.tiling import pad_to_multiple, predict_tiled
+from nucleuseg.transforms import as_rgb, normalization_stats, normalize
+
+
+def test_as_rgb_layouts_and_errors():
+    assert as_rgb(np.zeros((3, 4), np.uint16)).shape == (3, 4, 3)
+    assert as_rgb(np.zeros((3, 4, 1))).shape == (3, 4, 3)
+    assert as_rgb(np.zeros((3, 4, 4), np.uint8)).shape == (3, 4, 3)
+    with pytest.raises(InputError, match="shape"):
+        as_rgb(np.zeros((3, 4, 2)))
+    with pytest.raises(InputError, match="dtype"):
+        as_rgb(np.zeros((3, 4), bool))
+    with pytest.raises(InputError, match="NaN"):
+        as_rgb(np.full((3, 4), np.nan))
+    with pytest.raises(InputError, match="shape"):
+        as_rgb(np.zeros((2, 3, 4, 5)))
+
+
+def test_normalize_inverts_bright_backgrounds_only():
+    dark = np.zeros((20, 20, 3), np.uint8)
+    dark[5:10, 5:10] = 200
+    bright = 255 - dark
+    assert not normalization_stats(dark).invert
+    assert normalization_stats(bright).invert
+    # nuclei end up bright in both
+    assert normalize(dark)[7, 7, 0] > 0.9 and normalize(bright)[7, 7, 0] > 0.9
+    assert normalize(bright)[0, 0, 0] < 0.1
+
+
+def test_normalize_handles_uint16_and_constant_images():
+    img = (np.arange(400).reshape(20, 20) * 100).astype(np.uint16)
+    x = normalize(img)
+    assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    flat = normalize(np.full((5, 5), 7, np.uint8))
+    assert np.all(np.isfinite(flat))
+
+
+@given(st.integers(1, 70), st.integers(1, 70), st.sampled_from([8, 16]))
+@settings(max_examples=40, deadline=None)
+def test_pad_to_multiple_any_size(h, w, multiple):
+    x = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
+    padded, shape = pad_to_multiple(x, multiple)
+    assert shape == (h, w)
+    assert padded.shape[0] % multiple == 0 and padded.shape[1] % multiple == 0
+    assert np.array_equal(padded[:h, :w], x)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (150, 97), (64, 64)])
+@pytest.mark.parametrize("tta", [False, True])
+def test_predict_tiled_reproduces_a_pointwise_network(shape, tta):
+    # a pointwise "network" gives the same output tiled or not, with or without flips
+    def net(batch):
+        assert batch.shape[1] % 16 == 0 and batch.shape[2] % 16 == 0
+        return batch[..., :2] * 0.5
+
+    x = np.random.default_rng(1).random((*shape, 3)).astype(np.float32)
+    out = predict_tiled(net, x, 16, tile=64, overlap=16, tta=tta)
+    assert out.shape == (*shape, 2)
+    assert np.allclose(out, x[..., :2] * 0.5, atol=1e-6)
+
+
+def test_probabilities_are_validated():
+    with pytest.raises(InputError, match="NaN"):
+        check_probabilities(np.full((3, 3), np.nan))
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        check_probabilities(np.full((3, 3), 1.5))
+    with pytest.raises(InputError, match="floating"):
+        check_probabilities(np.ones((3, 3), np.int64))
+    with pytest.raises(InputError, match="shape"):
+        check_probabilities(np.ones((1, 3, 3, 1)))
+
+
+def _touching_pair():
+    fg = np.zeros((20, 30), np.float32)
+    fg[5:15, 3:14] = 0.95
+    fg[5:15, 14:26] = 0.95
+    touch = np.zeros_like(fg)
+    touch[5:15, 13:15] = 0.9
+    return np.stack([fg, np.zeros_like(fg), touch], axis=-1)
+
+
+def test_watershed_splits_what_components_merge():
+    probs = _touching_pair()
+    assert components(probs[..., 0]).max() == 1
+    labels = watershed_split(probs)
+    assert labels.max() == 2
+    assert np.count_nonzero(labels) == np.count_nonzero(probs[..., 0] > 0.5)
+
+
+def test_postprocess_removes_small_objects_and_fills_holes():
+    fg = np.zeros((20, 20), np.float32)
+    fg[2:12, 2:12] = 0.9
+    fg[6, 6] = 0.1  # a hole
+    fg[17, 17] = 0.9  # a speck
+    labels = to_instances(fg, InferenceConfig(postprocess="components", min_size=4))
+    assert labels.max() == 1
+    assert labels[6, 6] == 1 and labels[17, 17] == 0
+
+
+def test_watershed_falls_back_for_one_channel():
+    probs = _touching_pair()[..., :1]
+    assert to_instances(probs, InferenceConfig(postprocess="watershed")).max() == 1

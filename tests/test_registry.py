@@ -1,0 +1,150 @@
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import nucleuseg.backends as registry
+from nucleuseg.backends import (
+    available_backends,
+    get_backend,
+    register_backend,
+    registered_backends,
+)
+from nucleuseg.backends.base import canonical_shapes, init_weights, parameter_count
+from nucleuseg.errors import BackendUnavailable, CheckpointError
+
+PLUGIN = '''
+import numpy as np
+from nucleuseg.backends.base import check_weights, init_weights
+
+
+class ThresholdNetwork:
+    """A framework-free network: foreground = sigmoid(gain * (mean intensity - 0.5))."""
+
+    def __init__(self, config, seed=0, loss="bce_dice"):
+        self.config = config
+        self.weights = init_weights(config, seed)
+        self.gain = 12.0
+
+    def train_step(self, x, y, learning_rate):
+        return self.loss(x, y)
+
+    def predict(self, x):
+        p = 1 / (1 + np.exp(-self.gain * (x.mean(axis=-1, keepdims=True) - 0.5)))
+        return np.repeat(p, self.config.out_channels, axis=-1).astype(np.float32) * [1, 0, 0][: self.config.out_channels]
+
+    def loss(self, x, y):
+        p = np.clip(self.predict(x), 1e-6, 1 - 1e-6)
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+    def get_weights(self):
+        return {k: v.copy() for k, v in self.weights.items()}
+
+    def set_weights(self, weights):
+        check_weights(weights, self.config)
+        self.weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+
+    def get_optimizer_state(self):
+        return {"adam.step": np.asarray(0.0, np.float32)}
+
+    def set_optimizer_state(self, state):
+        pass
+
+
+def build(config, seed=0, loss="bce_dice"):
+    return ThresholdNetwork(config, seed, loss)
+'''
+
+
+@pytest.fixture
+def plugin_on_path(tmp_path, monkeypatch):
+    """An installed-looking distribution exposing backend 'threshold' through the entry point."""
+    (tmp_path / "threshold_backend.py").write_text(PLUGIN)
+    dist = tmp_path / "threshold_backend-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: threshold-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[nucleuseg.backends]\nthreshold = threshold_backend:build\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+
+
+def test_unknown_backend_names_the_registered_ones():
+    with pytest.raises(BackendUnavailable, match="no backend named 'caffe'.*torch"):
+        get_backend("caffe")
+
+
+def test_missing_framework_names_the_extra(monkeypatch):
+    register_backend("ghost", requires="a_framework_that_is_not_installed", extra="ghost")(
+        lambda config, seed=0: None
+    )
+    try:
+        with pytest.raises(BackendUnavailable, match=r'pip install "nucleuseg\[ghost\]"'):
+            get_backend("ghost")
+        info = {b.name: b for b in available_backends()}["ghost"]
+        assert not info.available and info.version is None
+    finally:
+        registry._REGISTRY.pop("ghost")
+
+
+def test_builtin_backends_are_registered_without_importing_frameworks():
+    code = textwrap.dedent(
+        """
+        import sys, nucleuseg
+        names = [b.name for b in nucleuseg.available_backends()]
+        assert {"torch", "keras", "flax"} <= set(names), names
+        leaked = {"torch", "tensorflow", "jax", "flax", "keras"} & set(sys.modules)
+        assert not leaked, leaked
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_entry_point_backend_drives_a_segmenter(plugin_on_path, tiny_preset, tmp_path):
+    from nucleuseg import Segmenter
+    from nucleuseg.data import make_synthetic
+
+    assert "threshold" in registered_backends()
+    info = {b.name: b for b in available_backends()}["threshold"]
+    assert info.source == "entry point"
+    seg = Segmenter("threshold", preset=tiny_preset)
+    sample = make_synthetic(1, size=48, seed=3, kinds=["fluorescence"])[0]
+    labels = seg.predict(sample.image)
+    assert labels.shape == sample.shape and labels.dtype == np.int32 and labels.max() > 0
+    seg.save(tmp_path / "t.safetensors")
+    again = Segmenter.load(tmp_path / "t.safetensors")
+    assert again.backend == "threshold"
+    assert np.array_equal(again.predict(sample.image), labels)
+
+
+def test_canonical_shapes_and_parameter_counts(tiny_preset):
+    shapes = canonical_shapes(tiny_preset.network)
+    assert shapes["enc1.conv1.kernel"] == (3, 3, 3, 4)
+    assert shapes["enc3.conv2.kernel"] == (3, 3, 16, 16)
+    assert shapes["up2.kernel"] == (2, 2, 16, 8)
+    assert shapes["dec1.conv1.kernel"] == (3, 3, 8, 4)
+    assert "enc1.norm1.mean" in shapes
+    # the seed U-Net of the DSB starter notebooks has 1,941,105 parameters
+    from nucleuseg.config import get_preset
+
+    assert parameter_count(get_preset("seed").network) == 1_941_105
+    weights = init_weights(tiny_preset.network, 0)
+    assert set(weights) == set(shapes)
+
+
+def test_check_weights_reports_missing_extra_misshapen(tiny_preset):
+    from nucleuseg.backends.base import check_weights
+
+    weights = init_weights(tiny_preset.network, 0)
+    weights.pop("head.bias")
+    weights["bogus"] = np.zeros(1, np.float32)
+    weights["enc1.conv1.kernel"] = np.zeros((3, 3, 3, 5), np.float32)
+    with pytest.raises(CheckpointError, match="missing.*head.bias.*unexpected.*bogus.*misshapen"):
+        check_weights(weights, tiny_preset.network)
