@@ -13,10 +13,11 @@ Examples
 
 from __future__ import annotations
 
-from nucleuseg import config, errors, masks
+from nucleuseg import config, data, errors, masks, metrics, rle
 from nucleuseg.backends import available_backends, register_backend
 from nucleuseg.config import PRESETS, InferenceConfig, Preset, TrainingConfig, UNetConfig
 from nucleuseg.errors import NucleusegError
+from nucleuseg.segmenter import Segmenter
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "InferenceConfig",
     "NucleusegError",
     "Preset",
+    "Segmenter",
     "TrainingConfig",
     "UNetConfig",
     "__version__",

@@ -32,7 +32,10 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 _SIGNATURES = (
     (b"\x80", "a Python pickle (refused: loading a pickle can run arbitrary code)"),
-    (b"PK\x03\x04", "a zip archive, such as a torch .pt or a .keras file (refused: may hold pickles)"),
+    (
+        b"PK\x03\x04",
+        "a zip archive, such as a torch .pt or a .keras file (refused: may hold pickles)",
+    ),
     (b"\x89HDF", "an HDF5 file, such as a Keras .h5 model (not supported: use safetensors)"),
 )
 
@@ -123,13 +126,15 @@ def _json(path, metadata: dict[str, str], key: str):
         raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON") from exc
 
 
-def _write(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+def _write(
+    path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]
+) -> None:
     from safetensors.numpy import save_file
 
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise CheckpointError(f"{path}: folder {path.parent} does not exist")
-    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in tensors.items()}
     metadata = {"nucleuseg.format": str(FORMAT_VERSION), **metadata}
     atomic_save(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -175,7 +180,9 @@ def load_model(path: str | os.PathLike) -> ModelFile:
         raise CheckpointError(f"{path}: a {metadata.get('kind')} file, not a model file")
     preset = _preset(path, metadata)
     check_weights(tensors, preset.network, source=str(path))
-    return ModelFile(tensors, preset, metadata.get("backend", "?"), _json(path, metadata, "history"))
+    return ModelFile(
+        tensors, preset, metadata.get("backend", "?"), _json(path, metadata, "history")
+    )
 
 
 def write_training_state(
@@ -219,5 +226,10 @@ def read_training_state(path: str | os.PathLike, config: UNetConfig) -> Training
     check_weights(groups["best"], config, source=f"{path} (best weights)")
     history = History.from_dict(_json(path, metadata, "history") or {})
     return TrainingState(
-        groups["weights"], groups["best"], groups["optim"], preset, history, int(metadata.get("seed", 0))
+        groups["weights"],
+        groups["best"],
+        groups["optim"],
+        preset,
+        history,
+        int(metadata.get("seed", 0)),
     )

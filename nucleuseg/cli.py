@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train and score a small model on synthetic nuclei")
     demo.add_argument("--backend", help="backend to use (default: the first installed)")
     demo.add_argument("--minutes", type=float, default=2.0, help="training budget (default 2)")
-    demo.add_argument("--out", default="nucleuseg-demo", help="output folder (default nucleuseg-demo)")
+    demo.add_argument(
+        "--out", default="nucleuseg-demo", help="output folder (default nucleuseg-demo)"
+    )
     demo.add_argument("--seed", type=int, default=0)
 
     tr = sub.add_parser("train", help="train a model on a DSB-style folder")
@@ -68,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="DSB score of a model on a labelled folder")
     ev.add_argument("model", help="model file (.safetensors)")
     _add_data(ev)
-    ev.add_argument("--backend", help="backend to run the model on (default: the one that trained it)")
+    ev.add_argument(
+        "--backend", help="backend to run the model on (default: the one that trained it)"
+    )
     ev.add_argument(
         "--split",
         choices=("all", "val", "train"),
@@ -130,15 +134,21 @@ def _cmd_train(args) -> int:
     from nucleuseg.segmenter import Segmenter
 
     _, train, val = _split(args)
-    print(f"training on {len(train)} images, validating on {len(val)} ({args.backend}, {args.preset})")
+    print(
+        f"training on {len(train)} images, validating on {len(val)} ({args.backend}, {args.preset})"
+    )
     seg = Segmenter(args.backend, preset=args.preset, seed=args.seed)
     started = time.perf_counter()
     history = seg.fit(
         train, validation=val, epochs=args.epochs, max_minutes=args.minutes, resume=args.resume
     )
     print(history)
-    print(f"trained in {(time.perf_counter() - started) / 60:.1f} min; best validation score "
-          f"{history.best_score:.4f}" if history.best_score is not None else "")
+    print(
+        f"trained in {(time.perf_counter() - started) / 60:.1f} min; best validation score "
+        f"{history.best_score:.4f}"
+        if history.best_score is not None
+        else ""
+    )
     seg.save(args.out)
     print(f"wrote {args.out}")
     if args.figures:
@@ -197,7 +207,9 @@ def _cmd_submit(args) -> int:
     dataset = load_dsb(args.data, masks=False)
     preds = seg.predict_many(dataset)
     rle.write_submission(preds, args.out)
-    print(f"wrote {args.out}: {len(preds)} images, {sum(int(p.max()) for p in preds.values())} nuclei")
+    print(
+        f"wrote {args.out}: {len(preds)} images, {sum(int(p.max()) for p in preds.values())} nuclei"
+    )
     return 0
 
 
@@ -216,12 +228,16 @@ def _cmd_score(args) -> int:
             raise NucleusegError(f"{args.solution}: no Height/Width for {image_id}")
         truths[image_id] = rle.labels_from_csv(entry)
         guess = submission.get(image_id)
-        preds[image_id] = rle.labels_from_csv(guess, entry.shape, overlap="first") if guess else (
-            truths[image_id] * 0
+        preds[image_id] = (
+            rle.labels_from_csv(guess, entry.shape, overlap="first")
+            if guess
+            else (truths[image_id] * 0)
         )
     if missing:
-        print(f"warning: {len(missing)} images have no rows in the submission (scored as empty)",
-              file=sys.stderr)
+        print(
+            f"warning: {len(missing)} images have no rows in the submission (scored as empty)",
+            file=sys.stderr,
+        )
     result = metrics.score_dataset(truths, preds)
     print(result.table())
     print(f"DSB score {result.score:.4f}")

@@ -30,8 +30,10 @@ def run_demo(backend: str, minutes: float = 2.0, out: Path = Path("nucleuseg-dem
         name="demo", network=DEMO_NETWORK, training=DEMO_TRAINING
     )
     seg = Segmenter(backend, preset=preset, seed=seed)
-    print(f"nucleuseg demo: training a {backend} U-Net on {len(train_set)} synthetic images "
-          f"for up to {minutes:g} min")
+    print(
+        f"nucleuseg demo: training a {backend} U-Net on {len(train_set)} synthetic images "
+        f"for up to {minutes:g} min"
+    )
     started = time.perf_counter()
     history = seg.fit(train_set, validation=val_set, epochs=100, max_minutes=minutes)
     print(f"trained {len(history.epochs)} epochs in {time.perf_counter() - started:.0f} s")

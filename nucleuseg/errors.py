@@ -55,14 +55,14 @@ class ConfigError(NucleusegError, ValueError):
 
 
 __all__ = [
-    "NucleusegError",
-    "InputError",
-    "ImageReadError",
-    "DatasetError",
-    "MaskOverlapError",
-    "RLEError",
-    "CSVFormatError",
     "BackendUnavailable",
+    "CSVFormatError",
     "CheckpointError",
     "ConfigError",
+    "DatasetError",
+    "ImageReadError",
+    "InputError",
+    "MaskOverlapError",
+    "NucleusegError",
+    "RLEError",
 ]

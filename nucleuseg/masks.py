@@ -151,7 +151,9 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     return (inverse.reshape(labels.shape) + offset).astype(np.int32)
 
 
-def boundaries(labels: np.ndarray, mode: Literal["inner", "outer", "thick"] = "inner") -> np.ndarray:
+def boundaries(
+    labels: np.ndarray, mode: Literal["inner", "outer", "thick"] = "inner"
+) -> np.ndarray:
     """Boolean map of the pixels on the boundary of a nucleus.
 
     ``"inner"`` marks nucleus pixels with a 4-neighbour of another label (or background);
@@ -224,7 +226,9 @@ def make_targets(labels: np.ndarray, channels: int = 3, touch_radius: int = 2) -
     """
     labels = check_labels(labels)
     if channels not in (1, 3):
-        raise InputError(f"channels must be 1 (foreground) or 3 (with contour, touching), got {channels}")
+        raise InputError(
+            f"channels must be 1 (foreground) or 3 (with contour, touching), got {channels}"
+        )
     foreground = labels > 0
     if channels == 1:
         return foreground[..., None].astype(np.float32)

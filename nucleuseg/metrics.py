@@ -173,6 +173,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
+# eq=False: the fields hold arrays, whose == is elementwise; results compare by identity.
 @dataclass(frozen=True, eq=False)
 class ImageScore:
     """The DSB score of one image and the counts behind it.

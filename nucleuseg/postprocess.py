@@ -104,7 +104,7 @@ def watershed_split(
     >>> touch = np.zeros((5, 9)); touch[:, 4] = 1.0
     >>> lab = watershed_split(np.stack([fg, np.zeros_like(fg), touch], -1), min_seed_size=1)
     >>> lab[2]
-    array([0, 1, 1, 1, 1, 2, 2, 2, 0], dtype=int32)
+    array([0, 1, 1, 1, 2, 2, 2, 2, 0], dtype=int32)
     """
     foreground = probs[..., 0]
     mask = foreground > threshold

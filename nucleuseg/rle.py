@@ -126,6 +126,8 @@ def decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     RLEError
         If a token is not an integer, the count of numbers is odd, a start or length is below 1,
         starts are not ascending, two runs overlap, or a run ends beyond ``H * W``.
+    InputError
+        If ``shape`` is not two non-negative integers.
 
     Examples
     --------

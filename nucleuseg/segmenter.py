@@ -70,7 +70,9 @@ class Segmenter:
         self.preset: Preset = chosen
         self.backend = backend
         self.seed = seed
-        self.network: Network = build_network(backend, chosen.network, seed, loss=chosen.training.loss)
+        self.network: Network = build_network(
+            backend, chosen.network, seed, loss=chosen.training.loss
+        )
         self.history: History | None = None
 
     def __repr__(self) -> str:

@@ -17,7 +17,9 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (False, True), (True, False), (True, True))
 
 
-def pad_to_multiple(x: np.ndarray, multiple: int, minimum: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+def pad_to_multiple(
+    x: np.ndarray, multiple: int, minimum: int = 0
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Mirror-pad an ``(H, W, C)`` array on the bottom and right to a multiple of ``multiple``.
 
     Returns the padded array and the original ``(H, W)`` to crop back to.

@@ -95,9 +95,13 @@ class History:
         lines = ["epoch   loss    score   lr        s"]
         for e in self.epochs:
             score = "   -  " if e.score is None else f"{e.score:.4f}"
-            lines.append(f"{e.epoch:5d}  {e.loss:.4f}  {score}  {e.learning_rate:.2e}  {e.seconds:5.1f}")
+            lines.append(
+                f"{e.epoch:5d}  {e.loss:.4f}  {score}  {e.learning_rate:.2e}  {e.seconds:5.1f}"
+            )
         if self.best_epoch is not None:
-            lines.append(f"best epoch {self.best_epoch} (score {self.best_score:.4f}); {self.stopped}")
+            lines.append(
+                f"best epoch {self.best_epoch} (score {self.best_score:.4f}); {self.stopped}"
+            )
         return "\n".join(lines)
 
 

@@ -62,7 +62,9 @@ def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image[..., :3]
 
 
-def normalization_stats(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)) -> NormalizationStats:
+def normalization_stats(
+    image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)
+) -> NormalizationStats:
     """Robust intensity range of an ``(H, W, 3)`` image and whether to invert it.
 
     The range is taken over all channels together (so H&E keeps its colour balance). The image is

@@ -85,7 +85,9 @@ def match_status(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5):
     hit = iou > threshold
     true_hit = hit.any(axis=1) if hit.size else np.zeros(len(true_ids), bool)
     pred_hit = hit.any(axis=0) if hit.size else np.zeros(len(pred_ids), bool)
-    true_colors = {int(t): MATCHED if h else MISSED for t, h in zip(true_ids, true_hit, strict=True)}
+    true_colors = {
+        int(t): MATCHED if h else MISSED for t, h in zip(true_ids, true_hit, strict=True)
+    }
     pred_colors = {
         int(p): MATCHED if h else FALSE_POSITIVE for p, h in zip(pred_ids, pred_hit, strict=True)
     }
@@ -103,8 +105,9 @@ def plot_samples(samples: Sequence, columns: int = 4):
     for k, sample in enumerate(samples):
         r, c = 2 * (k // cols), k % cols
         axes[r, c].imshow(display_image(sample.image))
-        axes[r, c].set_title(f"{sample.image_id}\n{sample.kind}, {sample.shape[0]}x{sample.shape[1]}",
-                             fontsize=8)
+        axes[r, c].set_title(
+            f"{sample.image_id}\n{sample.kind}, {sample.shape[0]}x{sample.shape[1]}", fontsize=8
+        )
         if sample.labels is not None:
             axes[r + 1, c].imshow(draw_outlines(sample.image, sample.labels))
             axes[r + 1, c].set_title(f"{int(sample.labels.max())} nuclei", fontsize=8)
@@ -126,10 +129,14 @@ def plot_predictions(samples: Sequence, predictions: Sequence[np.ndarray], thres
         score = score_image(sample.labels, pred)
         panels = (
             (display_image(sample.image), f"{sample.image_id} ({sample.kind})"),
-            (draw_outlines(sample.image, sample.labels, true_colors),
-             f"truth: {len(true_colors)} nuclei, {len(true_colors) - int(score.tp[0])} missed"),
-            (draw_outlines(sample.image, pred, pred_colors),
-             f"prediction: {len(pred_colors)}, {int(score.fp[0])} false; DSB {score.score:.2f}"),
+            (
+                draw_outlines(sample.image, sample.labels, true_colors),
+                f"truth: {len(true_colors)} nuclei, {len(true_colors) - int(score.tp[0])} missed",
+            ),
+            (
+                draw_outlines(sample.image, pred, pred_colors),
+                f"prediction: {len(pred_colors)}, {int(score.fp[0])} false; DSB {score.score:.2f}",
+            ),
         )
         for ax, (picture, title) in zip(axes[row], panels, strict=True):
             ax.imshow(picture)
@@ -167,8 +174,13 @@ def plot_history(history):
         right.set_ylabel("validation DSB score", color="#D55E00")
         if history.best_epoch is not None:
             right.axvline(history.best_epoch, color="gray", ls=":", lw=1)
-            right.annotate(f"best {history.best_score:.3f}", (history.best_epoch, history.best_score),
-                           textcoords="offset points", xytext=(4, -12), fontsize=8)
+            right.annotate(
+                f"best {history.best_score:.3f}",
+                (history.best_epoch, history.best_score),
+                textcoords="offset points",
+                xytext=(4, -12),
+                fontsize=8,
+            )
     ax.set_title("training history")
     ax.grid(alpha=0.3)
     return fig
@@ -181,7 +193,9 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     return path
 
 
-def save_extremes(dataset, predictions: dict, result, folder: str | os.PathLike, n: int = 3) -> list[Path]:
+def save_extremes(
+    dataset, predictions: dict, result, folder: str | os.PathLike, n: int = 3
+) -> list[Path]:
     """Write the prediction figure for the ``n`` worst and ``n`` best scored images."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

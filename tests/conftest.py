@@ -14,7 +14,7 @@ def backend_or_skip(name: str) -> str:
     """Skip the calling test, with the reason, when the backend's framework is missing."""
     module = FRAMEWORKS[name]
     if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{name} backend: {module} is not installed (pip install \"nucleuseg[{name}]\")")
+        pytest.skip(f'{name} backend: {module} is not installed (pip install "nucleuseg[{name}]")')
     return name
 
 

@@ -82,8 +82,11 @@ def test_plain_safetensors_without_our_metadata(tmp_path):
 def test_newer_format_is_refused(tmp_path, tiny_preset):
     path = tmp_path / "new.safetensors"
     weights = init_weights(tiny_preset.network, 0)
-    _raw_safetensors(path, weights, {"nucleuseg.format": str(FORMAT_VERSION + 1),
-                                     "preset": tiny_preset.to_json()})
+    _raw_safetensors(
+        path,
+        weights,
+        {"nucleuseg.format": str(FORMAT_VERSION + 1), "preset": tiny_preset.to_json()},
+    )
     with pytest.raises(CheckpointError, match="newer nucleuseg"):
         load_model(path)
 
@@ -107,8 +110,11 @@ def test_bad_config_in_metadata(tmp_path, tiny_preset):
     path = tmp_path / "cfg.safetensors"
     preset = json.loads(tiny_preset.to_json())
     preset["network"]["activation"] = "swish"
-    _raw_safetensors(path, init_weights(tiny_preset.network, 0),
-                     {"nucleuseg.format": "1", "preset": json.dumps(preset)})
+    _raw_safetensors(
+        path,
+        init_weights(tiny_preset.network, 0),
+        {"nucleuseg.format": "1", "preset": json.dumps(preset)},
+    )
     with pytest.raises(CheckpointError, match="activation"):
         load_model(path)
 

@@ -33,7 +33,9 @@ class ThresholdNetwork:
 
     def predict(self, x):
         p = 1 / (1 + np.exp(-self.gain * (x.mean(axis=-1, keepdims=True) - 0.5)))
-        return np.repeat(p, self.config.out_channels, axis=-1).astype(np.float32) * [1, 0, 0][: self.config.out_channels]
+        channels = np.zeros(self.config.out_channels, np.float32)
+        channels[0] = 1.0
+        return (p * channels).astype(np.float32)
 
     def loss(self, x, y):
         p = np.clip(self.predict(x), 1e-6, 1 - 1e-6)

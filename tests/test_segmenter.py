@@ -37,8 +37,14 @@ def test_fit_predict_evaluate_save_load(backend, tiny_preset, tiny_data, tmp_pat
 
 @pytest.mark.parametrize(
     "shape, dtype",
-    [((1, 1), np.uint8), ((5, 3, 3), np.uint8), ((37, 61, 4), np.uint8), ((64, 40, 1), np.uint16),
-     ((33, 129), np.float32), ((1040, 1388, 3), np.uint8)],
+    [
+        ((1, 1), np.uint8),
+        ((5, 3, 3), np.uint8),
+        ((37, 61, 4), np.uint8),
+        ((64, 40, 1), np.uint16),
+        ((33, 129), np.float32),
+        ((1040, 1388, 3), np.uint8),
+    ],
 )
 def test_predict_any_size_and_layout(shape, dtype, tiny_preset):
     pytest.importorskip("torch", reason="predict sizes are checked on the torch backend")
@@ -51,8 +57,9 @@ def test_predict_any_size_and_layout(shape, dtype, tiny_preset):
 
 def test_seed_preset_resizes_and_maps_back(tiny_preset):
     pytest.importorskip("torch", reason="checked on the torch backend")
-    seg = Segmenter("torch", preset="seed",
-                    config=tiny_preset.network.replace(out_channels=1, depth=3))
+    seg = Segmenter(
+        "torch", preset="seed", config=tiny_preset.network.replace(out_channels=1, depth=3)
+    )
     probs = seg.predict_proba(np.zeros((100, 37, 3), np.uint8))
     assert probs.shape == (100, 37, 1)
 

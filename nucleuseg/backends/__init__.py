@@ -196,9 +196,12 @@ def get_backend(name: str) -> Factory:
     return entry.factory
 
 
-def build_network(name: str, config, seed: int = 0) -> Network:
-    """Build the network of backend ``name`` for ``config``, initialised from ``seed``."""
-    return get_backend(name)(config, seed)
+def build_network(name: str, config, seed: int = 0, **options) -> Network:
+    """Build the network of backend ``name`` for ``config``, initialised from ``seed``.
+
+    ``options`` (such as ``loss="bce"``) are passed to the backend's factory.
+    """
+    return get_backend(name)(config, seed, **options)
 
 
 __all__ = [

@@ -146,7 +146,9 @@ def parameter_count(config: UNetConfig) -> int:
     return int(sum(np.prod(s) for n, s in canonical_shapes(config).items() if is_trainable(n)))
 
 
-def check_weights(weights: dict[str, np.ndarray], config: UNetConfig, source: str = "weights") -> None:
+def check_weights(
+    weights: dict[str, np.ndarray], config: UNetConfig, source: str = "weights"
+) -> None:
     """Raise :class:`~nucleuseg.errors.CheckpointError` unless names and shapes are canonical."""
     from nucleuseg.errors import CheckpointError
 

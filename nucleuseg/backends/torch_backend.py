@@ -120,8 +120,13 @@ def _from_canonical(name: str, array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-_TORCH_PART = {"kernel": "weight", "bias": "bias", "scale": "weight", "mean": "running_mean",
-               "var": "running_var"}
+_TORCH_PART = {
+    "kernel": "weight",
+    "bias": "bias",
+    "scale": "weight",
+    "mean": "running_mean",
+    "var": "running_var",
+}
 
 
 def _torch_key(name: str) -> str:
@@ -131,7 +136,7 @@ def _torch_key(name: str) -> str:
     if head == "head":
         return f"head.{part}"
     group = head.rstrip("0123456789")
-    level = head[len(group):]
+    level = head[len(group) :]
     return ".".join([group, level, *rest, part])
 
 

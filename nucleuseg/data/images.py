@@ -1,0 +1,398 @@
+"""Read and write image and mask files: PNG, TIFF, JPEG and BMP to validated numpy arrays.
+
+Every image comes back in the layout of :class:`~nucleuseg.data.base.Sample`: ``(H, W, 3)``,
+``uint8`` or ``uint16``. Grayscale is repeated into three equal channels and an alpha channel is
+dropped. Files whose pixels would need a guess to turn into that layout are refused with an
+:class:`~nucleuseg.errors.ImageReadError` that names the file and the problem: palette (``P``),
+1-bit, floating-point and two-channel (gray + alpha) images, and anything else but gray, RGB and
+RGBA.
+
+TIFF files are read with tifffile (which keeps 16-bit colour); the other formats with Pillow.
+Pillow reads 16-bit colour PNGs as 8-bit; 16-bit grayscale PNGs stay ``uint16``.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> import numpy as np
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "gray.png"
+>>> write_image(path, np.array([[0, 128], [255, 64]], np.uint8))
+>>> image = read_image(path)
+>>> image.shape, image.dtype, image[0, 1].tolist()
+((2, 2, 3), dtype('uint8'), [128, 128, 128])
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from nucleuseg._atomic import atomic_write
+from nucleuseg.errors import DatasetError, ImageReadError, InputError
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+"""File name endings :func:`read_image` and :func:`read_mask` accept (case-insensitive)."""
+
+DEFAULT_MAX_PIXELS = 64_000_000
+"""Largest ``height * width`` read by default; larger files are refused before decoding."""
+
+_PIL_FORMATS = ("PNG", "JPEG", "BMP")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, IndexError)
+
+# Pillow's own decompression-bomb check runs inside Image.open and reads a module global; the
+# size check of this module replaces it, so the global is switched off while a header is parsed.
+# The lock keeps concurrent readers (dataset preloading uses threads) from restoring it early.
+_OPEN_LOCK = threading.Lock()
+
+_UNSUPPORTED_MODES = {
+    "P": "palette images (mode P)",
+    "PA": "palette images with alpha (mode PA)",
+    "1": "1-bit images (mode 1)",
+    "F": "floating-point images (mode F)",
+    "LA": "2-channel images (gray + alpha, mode LA)",
+    "La": "2-channel images (gray + alpha, mode La)",
+}
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as an ``(H, W, 3)`` ``uint8`` or ``uint16`` array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A PNG, TIFF, JPEG or BMP file.
+    max_pixels : int
+        Refuse images with more than this many pixels (``height * width``). The size is read
+        from the file header, before any pixel is decoded.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` array. RGBA loses its alpha channel; grayscale (8- or 16-bit) is repeated
+        into three channels; 16-bit data stays ``uint16``.
+
+    Raises
+    ------
+    ImageReadError
+        If the file is missing, empty, corrupt or truncated, larger than ``max_pixels``, or holds
+        a palette, 1-bit, floating-point, two-channel or otherwise unsupported image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "rgba.png"
+    >>> write_image(path, np.full((2, 3, 4), 7, np.uint8))
+    >>> read_image(path).shape
+    (2, 3, 3)
+    """
+    path = Path(path)
+    pixels, mode = _decode(path, max_pixels)
+    if mode in ("RGB", "RGB;16"):
+        return pixels
+    if mode in ("RGBA", "RGBA;16"):
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if mode in ("L", "I;16"):
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    raise ImageReadError(f"{path}: {_describe_mode(mode)}")
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a one-nucleus binary mask file as an ``(H, W)`` boolean array.
+
+    A mask file is single-channel: 8-bit (``L``, as DSB 2018 ships them: 0 and 255), 16-bit or
+    1-bit. It holds 0 for background and exactly one other value for the nucleus.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The mask file.
+    shape : (int, int), optional
+        The ``(H, W)`` the mask must have (its image's); checked from the header before decoding.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` bool, ``True`` on the nucleus.
+
+    Raises
+    ------
+    ImageReadError
+        If the file cannot be read or is not single-channel (colour, palette, float, ...).
+    DatasetError
+        If the mask has more than one foreground value, no foreground, no background, or a size
+        other than ``shape``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "mask.png"
+    >>> write_image(path, np.array([[0, 255], [0, 0]], np.uint8))
+    >>> read_mask(path, shape=(2, 2))
+    array([[False,  True],
+           [False, False]])
+    """
+    path = Path(path)
+    expected = None if shape is None else (int(shape[0]), int(shape[1]))
+    pixels, mode = _decode(path, DEFAULT_MAX_PIXELS, expected)
+    if mode not in ("L", "I;16", "1"):
+        raise ImageReadError(f"{path}: a mask must be a single-channel image, got {_short(mode)}")
+    foreground = pixels != 0
+    values = pixels[foreground]
+    if values.size == 0:
+        raise DatasetError(f"{path}: empty mask (no foreground pixels)")
+    if values.size == pixels.size:
+        raise DatasetError(f"{path}: mask is foreground everywhere (no background pixels)")
+    low, high = values.min(), values.max()
+    if low != high:
+        raise DatasetError(
+            f"{path}: mask is not binary: foreground values range from {low} to {high}; "
+            "expected 0 and one other value"
+        )
+    return foreground
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image file, read from its header without decoding pixels.
+
+    Raises
+    ------
+    ImageReadError
+        If the file is missing, empty or not a readable PNG, TIFF, JPEG or BMP.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.png"
+    >>> write_image(path, np.zeros((5, 7), np.uint8))
+    >>> image_shape(path)
+    (5, 7)
+    """
+    path = Path(path)
+    _check_file(path)
+    if _is_tiff(path):
+        return _tiff_header(path)[0][:2]
+    with _open_pil(path) as im:
+        return (im.height, im.width)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an image atomically as PNG (or TIFF, by the file name ending).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Ends in ``.png``, ``.tif`` or ``.tiff``. Its folder must exist.
+    image : numpy.ndarray
+        ``(H, W)`` ``bool``, ``uint8`` or ``uint16`` (``bool`` is written as 0/255), or
+        ``(H, W, 3)`` / ``(H, W, 4)`` ``uint8``. TIFF also takes ``(H, W, 3)`` ``uint16``.
+
+    Raises
+    ------
+    InputError
+        If the array or the file name ending is not supported, or the folder does not exist.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "labels.png"
+    >>> write_image(path, np.array([[0, 300]], np.uint16))
+    >>> read_image(path)[..., 0]
+    array([[  0, 300]], dtype=uint16)
+    """
+    path = Path(path)
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * np.uint8(255)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".tif", ".tiff"):
+        raise InputError(f"{path}: write_image writes .png, .tif or .tiff files, not {suffix!r}")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: folder {path.parent} does not exist")
+    gray = image.ndim == 2 and image.dtype in (np.uint8, np.uint16)
+    colour8 = image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8
+    colour16 = image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint16
+    if not (gray or colour8 or (colour16 and suffix != ".png")):
+        raise InputError(
+            f"{path}: cannot write an array of shape {image.shape} and dtype {image.dtype}; "
+            "expected (H, W) bool/uint8/uint16 or (H, W, 3|4) uint8"
+            + ("" if suffix != ".png" else " (16-bit colour needs .tif)")
+        )
+    if min(image.shape[:2]) == 0:
+        raise InputError(f"{path}: cannot write an empty image of shape {image.shape}")
+    image = np.ascontiguousarray(image)
+    buffer = io.BytesIO()
+    if suffix == ".png":
+        Image.fromarray(image).save(buffer, format="PNG")
+    else:
+        import tifffile
+
+        tifffile.imwrite(buffer, image, photometric="minisblack" if gray else "rgb")
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode(
+    path: Path, max_pixels: int, shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, str]:
+    """Decode a file to ``(pixels, mode)``; mode is a Pillow-style name of the layout.
+
+    ``pixels`` is ``(H, W)`` for the modes ``L``, ``I;16`` and ``1`` and ``(H, W, C)`` for the
+    colour modes ``RGB``, ``RGBA`` (``;16`` suffix for 16-bit). Other modes come back with
+    ``pixels`` undecoded (an empty array) so that callers can name them in their error.
+    """
+    _check_file(path)
+    if _is_tiff(path):
+        return _decode_tiff(path, max_pixels, shape)
+    with _open_pil(path) as im:
+        _check_size(path, (im.height, im.width), max_pixels, shape)
+        mode = im.mode
+        if mode.startswith("I;16"):
+            mode = "I;16"
+        if mode not in ("L", "RGB", "RGBA", "I;16", "1", "I"):
+            return np.empty(0), mode
+        try:
+            im.load()
+        except _PIL_DECODE_ERRORS as err:
+            raise ImageReadError(f"{path}: corrupt or truncated image ({err})") from None
+        pixels = np.asarray(im)
+    if mode == "I;16":
+        pixels = pixels.astype(np.uint16, copy=False)
+    elif mode == "I":
+        # 16-bit grayscale read through Pillow's 32-bit integer mode.
+        if pixels.size and (pixels.min() < 0 or pixels.max() > np.iinfo(np.uint16).max):
+            raise ImageReadError(f"{path}: 32-bit integer image with values beyond 16 bits")
+        pixels, mode = pixels.astype(np.uint16), "I;16"
+    return pixels, mode
+
+
+def _decode_tiff(
+    path: Path, max_pixels: int, shape: tuple[int, int] | None
+) -> tuple[np.ndarray, str]:
+    import tifffile
+
+    (height, width, *channels), dtype, palette = _tiff_header(path)
+    _check_size(path, (height, width), max_pixels, shape)
+    mode = _tiff_mode(dtype, channels[0] if channels else 1, palette)
+    if mode not in ("L", "RGB", "RGBA", "I;16", "RGB;16", "RGBA;16", "1"):
+        return np.empty(0), mode
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pixels = tif.pages[0].asarray()
+    except Exception as err:  # tifffile raises many types on damaged files
+        raise ImageReadError(f"{path}: corrupt or truncated TIFF ({err})") from None
+    if pixels.shape[:2] != (height, width):
+        raise ImageReadError(f"{path}: TIFF decoded to shape {pixels.shape}, not {height}x{width}")
+    return pixels, mode
+
+
+def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """Shape, dtype and palette flag of the first page of a TIFF file."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.series) == 0 or len(tif.pages) == 0:
+                raise ImageReadError(f"{path}: TIFF file holds no image")
+            if len(tif.pages) > 1:
+                raise ImageReadError(
+                    f"{path}: TIFF holds {len(tif.pages)} pages (a stack); expected one 2-D image"
+                )
+            page = tif.pages[0]
+            palette = page.photometric == tifffile.PHOTOMETRIC.PALETTE
+            page_shape, dtype = tuple(int(n) for n in page.shape), np.dtype(page.dtype)
+    except ImageReadError:
+        raise
+    except Exception as err:
+        raise ImageReadError(f"{path}: not a readable TIFF file ({err})") from None
+    if len(page_shape) not in (2, 3):
+        raise ImageReadError(f"{path}: TIFF image of shape {page_shape}; expected 2-D (+channels)")
+    return page_shape, dtype, palette
+
+
+def _tiff_mode(dtype: np.dtype, channels: int, palette: bool) -> str:
+    if palette:
+        return "P"
+    if dtype.kind == "b":
+        return "1"
+    if dtype.kind == "f":
+        return "F"
+    if dtype not in (np.uint8, np.uint16):
+        return f"dtype {dtype}"
+    bits16 = dtype == np.uint16
+    names = {1: "I;16" if bits16 else "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+    if channels not in names:
+        return f"{channels} channels"
+    name = names[channels]
+    return name + ";16" if bits16 and channels in (3, 4) else name
+
+
+def _check_file(path: Path) -> None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot access file ({err.strerror or err})") from None
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a file")
+    if stat.st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+
+
+def _is_tiff(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) in _TIFF_MAGIC
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read file ({err.strerror or err})") from None
+
+
+def _open_pil(path: Path) -> Image.Image:
+    with _OPEN_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path, formats=_PIL_FORMATS)
+        except Image.UnidentifiedImageError:
+            raise ImageReadError(
+                f"{path}: not a PNG, TIFF, JPEG or BMP image, or its header is corrupt"
+            ) from None
+        except _PIL_DECODE_ERRORS as err:
+            raise ImageReadError(f"{path}: corrupt image header ({err})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _check_size(
+    path: Path, size: tuple[int, int], max_pixels: int, shape: tuple[int, int] | None
+) -> None:
+    height, width = size
+    if height <= 0 or width <= 0:
+        raise ImageReadError(f"{path}: image has no pixels ({height}x{width})")
+    if height * width > max_pixels:
+        raise ImageReadError(
+            f"{path}: image is {height}x{width} = {height * width} pixels, more than "
+            f"max_pixels={max_pixels}"
+        )
+    if shape is not None and (height, width) != shape:
+        raise DatasetError(
+            f"{path}: size {height}x{width} differs from its image's {shape[0]}x{shape[1]}"
+        )
+
+
+def _short(mode: str) -> str:
+    return mode if mode.startswith("dtype") or mode.endswith("channels") else f"mode {mode}"
+
+
+def _describe_mode(mode: str) -> str:
+    what = _UNSUPPORTED_MODES.get(mode, f"images with {_short(mode)}")
+    return f"{what} are not supported; save it as 8- or 16-bit grayscale, RGB or RGBA"
