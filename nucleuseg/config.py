@@ -290,11 +290,11 @@ PRESETS: dict[str, Preset] = {
             base_filters=16,
             dropout=(0.0, 0.0, 0.1, 0.1, 0.2),
             activation="elu",
-            normalization="batch",
+            normalization="none",
             upsampling="transpose",
             out_channels=3,
         ),
-        training=TrainingConfig(),
+        training=TrainingConfig(steps_per_epoch=300),
         inference=InferenceConfig(),
     ),
 }

@@ -27,7 +27,25 @@ from nucleuseg.config import UNetConfig
 
 
 def _activation(name: str) -> nn.Module:
-    return nn.ELU() if name == "elu" else nn.ReLU()
+    # In place: the activation always follows a convolution or a batch norm, whose backward
+    # passes do not need their outputs; saves a pass over memory per layer.
+    return nn.ELU(inplace=True) if name == "elu" else nn.ReLU(inplace=True)
+
+
+class _Dropout(nn.Module):
+    """Dropout as ``nn.Dropout`` does it (zero with probability ``p``, scale the rest by
+    ``1 / (1 - p)``), with the mask drawn by ``rand_like``: about twice as fast on the CPU as
+    ``bernoulli_``, which ``nn.Dropout`` uses."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        mask = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * mask
 
 
 class _Block(nn.Module):
@@ -45,7 +63,7 @@ class _Block(nn.Module):
         self.norm1 = norm() if batch else nn.Identity()
         self.norm2 = norm() if batch else nn.Identity()
         self.act = _activation(config.activation)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.drop = _Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.act(self.norm1(self.conv1(x))))
@@ -105,9 +123,9 @@ def loss_from_logits(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.
 def _to_canonical(name: str, value: torch.Tensor) -> np.ndarray:
     array = value.detach().cpu().numpy()
     if name.startswith("up") and name.endswith(".kernel"):
-        return np.ascontiguousarray(array.transpose(2, 3, 0, 1))  # IOHW -> HWIO
+        return array.transpose(2, 3, 0, 1).copy()  # IOHW -> HWIO; never a view of the tensor
     if name.endswith(".kernel"):
-        return np.ascontiguousarray(array.transpose(2, 3, 1, 0))  # OIHW -> HWIO
+        return array.transpose(2, 3, 1, 0).copy()  # OIHW -> HWIO
     return array.astype(np.float32, copy=True)
 
 
@@ -143,11 +161,14 @@ def _torch_key(name: str) -> str:
 class TorchNetwork:
     """The ``"torch"`` backend's :class:`~nucleuseg.backends.base.Network`."""
 
-    def __init__(self, config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> None:
+    def __init__(
+        self, config: UNetConfig, seed: int = 0, loss: str = "bce_dice", device: str | None = None
+    ) -> None:
         self.config = config
         self.loss_kind = loss
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(seed)
-        self.model = UNet(config).to(memory_format=torch.channels_last)
+        self.model = UNet(config).to(self.device, memory_format=torch.channels_last)
         self._names = list(canonical_shapes(config))
         self._params = dict(self.model.named_parameters())
         self._buffers = dict(self.model.named_buffers())
@@ -156,10 +177,9 @@ class TorchNetwork:
             self.model.parameters(), lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPSILON
         )
 
-    @staticmethod
-    def _nchw(x: np.ndarray) -> torch.Tensor:
+    def _nchw(self, x: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(0, 3, 1, 2)
-        return tensor.contiguous(memory_format=torch.channels_last)
+        return tensor.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def reseed(self, seed: int) -> None:
         """Seed the dropout random stream (called at every epoch start)."""
@@ -179,7 +199,7 @@ class TorchNetwork:
     def predict(self, x: np.ndarray) -> np.ndarray:
         self.model.eval()
         probs = torch.sigmoid(self.model(self._nchw(x)))
-        return probs.permute(0, 2, 3, 1).contiguous().numpy()
+        return probs.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     @torch.inference_mode()
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -223,13 +243,18 @@ class TorchNetwork:
             param = self._tensor(name)
             self.optimizer.state[param] = {
                 "step": torch.tensor(step),
-                "exp_avg": _from_canonical(name, state[f"adam.m.{name}"]).clone(),
-                "exp_avg_sq": _from_canonical(name, state[f"adam.v.{name}"]).clone(),
+                "exp_avg": _from_canonical(name, state[f"adam.m.{name}"]).to(self.device),
+                "exp_avg_sq": _from_canonical(name, state[f"adam.v.{name}"]).to(self.device),
             }
 
 
 @register_backend("torch", requires="torch", extra="torch")
-def build(config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> TorchNetwork:
-    """Build the PyTorch U-Net for ``config``, initialised from ``seed``."""
+def build(
+    config: UNetConfig, seed: int = 0, loss: str = "bce_dice", device: str | None = None
+) -> TorchNetwork:
+    """Build the PyTorch U-Net for ``config``, initialised from ``seed``.
+
+    ``device`` is a torch device name; by default a CUDA GPU when one is visible, else the CPU.
+    """
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    return TorchNetwork(config, seed, loss)
+    return TorchNetwork(config, seed, loss, device)
