@@ -23,6 +23,13 @@ from pathlib import Path
 from typing import IO
 
 
+def _umask_mode() -> int:
+    """The permissions an ordinary ``open`` would give a new file (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike,
@@ -49,6 +56,7 @@ def atomic_write(
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, _umask_mode())
     try:
         kwargs = {} if mode == "wb" else {"encoding": encoding or "utf-8", "newline": newline}
         with os.fdopen(fd, mode, **kwargs) as handle:
@@ -72,6 +80,7 @@ def atomic_save(path: str | os.PathLike, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _umask_mode())
     try:
         write(tmp)
         os.replace(tmp, path)

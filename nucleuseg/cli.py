@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="nucleuseg-demo", help="output folder (default nucleuseg-demo)"
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and training (default 0)")
 
     tr = sub.add_parser("train", help="train a model on a DSB-style folder")
     tr.add_argument("--backend", default="torch", help="torch, keras or flax (default torch)")
@@ -84,21 +84,21 @@ def _parser() -> argparse.ArgumentParser:
     _add_split(ev)
 
     pr = sub.add_parser("predict", help="label images and write them as 16-bit PNG label images")
-    pr.add_argument("model")
+    pr.add_argument("model", help="model file (.safetensors)")
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--backend")
-    pr.add_argument("--tta", action="store_true")
+    pr.add_argument("--backend", help="backend to run the model on (default: the one that trained it)")
+    pr.add_argument("--tta", action="store_true", help="average over flips")
 
     sm = sub.add_parser("submit", help="Kaggle submission CSV for a folder of images")
-    sm.add_argument("model")
+    sm.add_argument("model", help="model file (.safetensors)")
     _add_data(sm)
     sm.add_argument("--out", required=True, help="CSV to write")
-    sm.add_argument("--backend")
-    sm.add_argument("--tta", action="store_true")
+    sm.add_argument("--backend", help="backend to run the model on (default: the one that trained it)")
+    sm.add_argument("--tta", action="store_true", help="average over flips")
 
     sc = sub.add_parser("score", help="score a submission CSV against a solution CSV")
-    sc.add_argument("submission")
+    sc.add_argument("submission", help="ImageId,EncodedPixels CSV")
     sc.add_argument("solution", help="ImageId,EncodedPixels,Height,Width[,Usage] CSV")
 
     sub.add_parser("backends", help="list backends and framework versions")
@@ -227,12 +227,8 @@ def _cmd_score(args) -> int:
         if entry.shape is None:
             raise NucleusegError(f"{args.solution}: no Height/Width for {image_id}")
         truths[image_id] = rle.labels_from_csv(entry)
-        guess = submission.get(image_id)
-        preds[image_id] = (
-            rle.labels_from_csv(guess, entry.shape, overlap="first")
-            if guess
-            else (truths[image_id] * 0)
-        )
+        guess = submission.get(image_id, rle.RLEImage(rles=()))
+        preds[image_id] = rle.labels_from_csv(guess, entry.shape, overlap="first")
     if missing:
         print(
             f"warning: {len(missing)} images have no rows in the submission (scored as empty)",

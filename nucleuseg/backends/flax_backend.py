@@ -11,9 +11,11 @@ The 2x2 stride-2 transposed convolution is written out as what it is, one matrix
 ConvTranspose`` without ``transpose_kernel`` applies the kernel spatially flipped.)
 
 The training step (forward, loss, gradients, batch-norm statistics, Adam) is one jitted function,
-compiled once per input shape, with the weights, statistics and optimizer state donated so XLA
-updates them in place. The learning rate is a traced argument (changing it never recompiles) and
-the dropout key is carried from step to step; :meth:`FlaxNetwork.reseed` resets it.
+compiled once per configuration and input shape (networks of the same configuration share it),
+with the weights, statistics and optimizer state donated so XLA updates them in place. The
+learning rate is a traced argument (changing it never recompiles) and the dropout key is carried
+from step to step; :meth:`FlaxNetwork.reseed` resets it. Without batch norm the step runs the
+network on two halves of the batch (see :data:`MICROBATCHES`), which XLA:CPU runs faster.
 
 Batch norm follows Flax: the running variance is updated with the biased batch variance
 (PyTorch uses the unbiased one).
@@ -160,31 +162,63 @@ def _numpy(value: jax.Array) -> np.ndarray:
     return np.array(value, np.float32, copy=True)
 
 
-def _train_step(model: UNet, kind: str, optimizer, params, stats, opt_state, key, x, y, lr):
+#: Without batch norm, the training step runs the network on this many equal slices of the
+#: batch (the loss is still taken over the whole batch, so the step is the same up to
+#: round-off). XLA:CPU schedules the independent slices side by side and its convolutions do
+#: better on the smaller tensors: about 1.2x faster on the ``seed`` preset (2 cores).
+MICROBATCHES = 2
+
+
+def _microbatches(config: UNetConfig, batch: int) -> int:
+    if config.normalization == "batch" or batch % MICROBATCHES:
+        return 1  # batch statistics need the whole batch
+    return MICROBATCHES
+
+
+_ADAM = optax.scale_by_adam(b1=ADAM_BETAS[0], b2=ADAM_BETAS[1], eps=ADAM_EPSILON)
+
+
+# The compiled steps take the (hashable) config and loss as static arguments, so networks of
+# the same configuration share one compilation per input shape.
+@partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3, 4, 5))
+def _train_step(config: UNetConfig, kind: str, params, stats, opt_state, key, x, y, lr):
+    model = UNet(config)
     key, dropout_key = jax.random.split(key)
+    parts = _microbatches(config, x.shape[0])
 
     def objective(p):
-        logits, updates = model.apply(
-            {"params": p, "batch_stats": stats},
-            x,
-            train=True,
-            rngs={"dropout": dropout_key},
-            mutable=["batch_stats"],
-        )
-        return loss_from_logits(logits, y, kind), updates.get("batch_stats", {})
+        if parts == 1:
+            logits, updates = model.apply(
+                {"params": p, "batch_stats": stats},
+                x,
+                train=True,
+                rngs={"dropout": dropout_key},
+                mutable=["batch_stats"],
+            )
+            return loss_from_logits(logits, y, kind), updates.get("batch_stats", {})
+        keys = jax.random.split(dropout_key, parts)
+        logits = [
+            model.apply({"params": p}, part, train=True, rngs={"dropout": k})
+            for part, k in zip(jnp.split(x, parts), keys, strict=True)
+        ]
+        return loss_from_logits(jnp.concatenate(logits), y, kind), stats
 
     (loss, new_stats), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state)
+    updates, opt_state = _ADAM.update(grads, opt_state)
     params = jax.tree.map(lambda w, u: w - lr * u, params, updates)
     return params, new_stats, opt_state, key, loss
 
 
-def _predict_step(model: UNet, params, stats, x):
-    return jax.nn.sigmoid(model.apply({"params": params, "batch_stats": stats}, x, train=False))
+@partial(jax.jit, static_argnums=0)
+def _predict_step(config: UNetConfig, params, stats, x):
+    return jax.nn.sigmoid(
+        UNet(config).apply({"params": params, "batch_stats": stats}, x, train=False)
+    )
 
 
-def _loss_step(model: UNet, kind: str, params, stats, x, y):
-    logits = model.apply({"params": params, "batch_stats": stats}, x, train=False)
+@partial(jax.jit, static_argnums=(0, 1))
+def _loss_step(config: UNetConfig, kind: str, params, stats, x, y):
+    logits = UNet(config).apply({"params": params, "batch_stats": stats}, x, train=False)
     return loss_from_logits(logits, y, kind)
 
 
@@ -199,22 +233,24 @@ class FlaxNetwork:
         self.model = UNet(config)
         self._names = list(canonical_shapes(config))
         self._trainable = [n for n in self._names if is_trainable(n)]
-        self._optimizer = optax.scale_by_adam(b1=ADAM_BETAS[0], b2=ADAM_BETAS[1], eps=ADAM_EPSILON)
         self.set_weights(init_weights(config, seed))
-        self._opt_state = self._optimizer.init(self._params)
+        self._opt_state = _ADAM.init(self._params)
         self.reseed(seed)
-        self._train = jax.jit(
-            partial(_train_step, self.model, loss, self._optimizer), donate_argnums=(0, 1, 2, 3)
-        )
-        self._predict = jax.jit(partial(_predict_step, self.model))
-        self._loss = jax.jit(partial(_loss_step, self.model, loss))
+
+    @property
+    def variables(self) -> dict[str, Tree]:
+        """The Flax variable trees, ``{"params": ..., "batch_stats": ...}`` (read only: the
+        training step donates these buffers, so copy what you keep)."""
+        return {"params": self._params, "batch_stats": self._stats}
 
     def reseed(self, seed: int) -> None:
         """Seed the dropout random stream (called at every epoch start)."""
         self._key = jax.random.key(seed)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, learning_rate: float) -> float:
-        self._params, self._stats, self._opt_state, self._key, loss = self._train(
+        self._params, self._stats, self._opt_state, self._key, loss = _train_step(
+            self.config,
+            self.loss_kind,
             self._params,
             self._stats,
             self._opt_state,
@@ -226,15 +262,18 @@ class FlaxNetwork:
         return float(loss)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return _numpy(self._predict(self._params, self._stats, jnp.asarray(x, jnp.float32)))
+        return _numpy(
+            _predict_step(self.config, self._params, self._stats, jnp.asarray(x, jnp.float32))
+        )
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
-        return float(self._loss(self._params, self._stats, x, y))
+        return float(_loss_step(self.config, self.loss_kind, self._params, self._stats, x, y))
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {
-            n: _numpy(_leaf(self._params if is_trainable(n) else self._stats, n)) for n in self._names
+            n: _numpy(_leaf(self._params if is_trainable(n) else self._stats, n))
+            for n in self._names
         }
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -262,9 +301,7 @@ class FlaxNetwork:
         mu = _to_trees({n: merged[f"adam.m.{n}"] for n in self._trainable}, self._trainable)
         nu = _to_trees({n: merged[f"adam.v.{n}"] for n in self._trainable}, self._trainable)
         count = jnp.asarray(int(float(state.get("adam.step", 0))), jnp.int32)
-        self._opt_state = self._opt_state._replace(
-            count=count, mu=mu["params"], nu=nu["params"]
-        )
+        self._opt_state = self._opt_state._replace(count=count, mu=mu["params"], nu=nu["params"])
 
 
 @register_backend("flax", requires="flax", extra="flax")

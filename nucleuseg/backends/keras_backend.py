@@ -46,9 +46,10 @@ if keras.backend.backend() != "tensorflow":
         f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow before importing keras"
     )
 
-#: Compile the training and inference steps with XLA. On CPU the XLA build of this network's
-#: step is faster than TensorFlow's graph executor (see ``benchmarks/train_throughput.py``).
-JIT_COMPILE = True
+#: Compile the steps with XLA (``tf.function(jit_compile=True)``). Off by default: on x86 CPUs
+#: TensorFlow's own graph executor runs this network's convolutions through oneDNN and trains
+#: it about 1.8x faster than the XLA build does (measured with ``benchmarks/train_throughput.py``).
+JIT_COMPILE = False
 
 LOSSES = ("bce", "bce_dice")
 
@@ -86,7 +87,7 @@ def _from_canonical(name: str, array: np.ndarray) -> np.ndarray:
     return _to_canonical(name, array)  # swapping the last two axes is its own inverse
 
 
-def _block(x, prefix: str, cout: int, dropout: float, config: UNetConfig, seed: int):
+def _block(x, prefix: str, cout: int, dropout: float, config: UNetConfig):
     """Two 3x3 convolutions, each followed by optional batch norm and the activation; dropout
     after the first, as in every backend."""
     layers = keras.layers
@@ -98,11 +99,12 @@ def _block(x, prefix: str, cout: int, dropout: float, config: UNetConfig, seed: 
             )(x)
         x = layers.Activation(config.activation, name=f"{prefix}_act{k}")(x)
         if k == 1 and dropout > 0:
-            x = layers.Dropout(dropout, seed=seed, name=f"{prefix}_drop")(x)
+            # seeded for real by KerasNetwork.reseed
+            x = layers.Dropout(dropout, seed=0, name=f"{prefix}_drop")(x)
     return x
 
 
-def build_model(config: UNetConfig, seed: int = 0) -> keras.Model:
+def build_model(config: UNetConfig) -> keras.Model:
     """The canonical U-Net as a Keras functional model returning logits (NHWC, any size that is
     a multiple of ``config.multiple``)."""
     layers = keras.layers
@@ -113,7 +115,7 @@ def build_model(config: UNetConfig, seed: int = 0) -> keras.Model:
     for level in range(1, config.depth + 1):
         if level > 1:
             x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-        x = _block(x, f"enc{level}", f[level], config.dropout[level - 1], config, seed + level)
+        x = _block(x, f"enc{level}", f[level], config.dropout[level - 1], config)
         skips.append(x)
     for level in range(config.depth - 1, 0, -1):
         if config.upsampling == "transpose":
@@ -121,7 +123,7 @@ def build_model(config: UNetConfig, seed: int = 0) -> keras.Model:
         else:
             x = layers.UpSampling2D(2, interpolation="nearest", name=f"resize{level}")(x)
         x = layers.Concatenate(name=f"concat{level}")([x, skips[level - 1]])
-        x = _block(x, f"dec{level}", f[level], config.dropout[level - 1], config, seed - level)
+        x = _block(x, f"dec{level}", f[level], config.dropout[level - 1], config)
     logits = layers.Conv2D(config.out_channels, 1, name="head")(x)
     return keras.Model(inputs, logits, name="unet")
 
@@ -148,13 +150,11 @@ class KerasNetwork:
             raise ConfigError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.config = config
         self.loss_kind = loss
-        self.model = build_model(config, seed)
+        self.model = build_model(config)
         self._names = list(canonical_shapes(config))
         self._variables = {
             name: getattr(self.model.get_layer(layer), attribute)
-            for name, (layer, attribute) in (
-                (n, _layer_and_attribute(n)) for n in self._names
-            )
+            for name, (layer, attribute) in ((n, _layer_and_attribute(n)) for n in self._names)
         }
         self._trainable = [n for n in self._names if is_trainable(n)]
         train_vars = [self._variables[n] for n in self._trainable]
@@ -166,9 +166,16 @@ class KerasNetwork:
         ]
         self.set_weights(init_weights(config, seed))
         self.reseed(seed)
-        self._train = tf.function(self._train_step, jit_compile=JIT_COMPILE)
-        self._predict = tf.function(self._predict_step, jit_compile=JIT_COMPILE)
-        self._loss = tf.function(self._loss_step, jit_compile=JIT_COMPILE)
+        # One trace serves every batch and image size (no retracing as tile shapes change).
+        images = tf.TensorSpec([None, None, None, config.in_channels], tf.float32)
+        targets = tf.TensorSpec([None, None, None, config.out_channels], tf.float32)
+        rate = tf.TensorSpec([], tf.float32)
+        compiled = {"jit_compile": JIT_COMPILE}
+        self._train = tf.function(
+            self._train_step, input_signature=[images, targets, rate], **compiled
+        )
+        self._predict = tf.function(self._predict_step, input_signature=[images], **compiled)
+        self._loss = tf.function(self._loss_step, input_signature=[images, targets], **compiled)
 
     # -- compiled steps ---------------------------------------------------------------------
 
@@ -203,7 +210,9 @@ class KerasNetwork:
 
     def train_step(self, x: np.ndarray, y: np.ndarray, learning_rate: float) -> float:
         loss = self._train(
-            tf.constant(x, tf.float32), tf.constant(y, tf.float32), tf.constant(learning_rate, tf.float32)
+            tf.constant(x, tf.float32),
+            tf.constant(y, tf.float32),
+            tf.constant(learning_rate, tf.float32),
         )
         return float(loss)
 

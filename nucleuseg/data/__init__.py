@@ -13,7 +13,7 @@ Examples
 from nucleuseg.data.base import KINDS, Dataset, Sample, in_memory
 from nucleuseg.data.cache import SampleCache, clear_cache, default_cache_dir
 from nucleuseg.data.dsb import load_dsb, preload, resolve_dsb_path
-from nucleuseg.data.images import image_shape, read_image, read_mask, write_image
+from nucleuseg.data.images import image_shape, read_image, read_labels, read_mask, write_image
 from nucleuseg.data.kinds import image_kind
 from nucleuseg.data.synthetic import make_synthetic, synthetic_sample
 
@@ -31,6 +31,7 @@ __all__ = [
     "make_synthetic",
     "preload",
     "read_image",
+    "read_labels",
     "read_mask",
     "resolve_dsb_path",
     "synthetic_sample",

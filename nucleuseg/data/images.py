@@ -157,6 +157,35 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
     return foreground
 
 
+def read_labels(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a label image file (one integer id per nucleus, 0 = background) as ``int32``.
+
+    The file must be single-channel: 8-bit or 16-bit PNG, or 8/16-bit TIFF, as written by
+    :func:`write_image` from ``labels.astype(np.uint16)`` or by most other segmentation tools.
+
+    Raises
+    ------
+    ImageReadError
+        If the file cannot be read or is not a single-channel integer image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "labels.png"
+    >>> write_image(path, np.array([[0, 3], [300, 3]], np.uint16))
+    >>> read_labels(path)
+    array([[  0,   3],
+           [300,   3]], dtype=int32)
+    """
+    path = Path(path)
+    pixels, mode = _decode(path, max_pixels)
+    if mode not in ("L", "I;16"):
+        raise ImageReadError(
+            f"{path}: a label image must be single-channel 8- or 16-bit, got {_short(mode)}"
+        )
+    return pixels.astype(np.int32)
+
+
 def image_shape(path: str | os.PathLike) -> tuple[int, int]:
     """``(height, width)`` of an image file, read from its header without decoding pixels.
 

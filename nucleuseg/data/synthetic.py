@@ -10,7 +10,8 @@ H&E-like (dark purple nuclei in pink/purple tissue) images in the spirit of DSB 
   (the nucleus on top owns the shared pixels; labels are exact);
 - intensity varies between nuclei and within them (chromatin texture, nucleoli, brighter or
   darker rims); the background is uneven; the image is blurred and carries Poisson and Gaussian
-  noise; fluorescence can be very dim or saturated;
+  noise; fluorescence can be very dim or saturated, and sometimes carries unlabelled clutter
+  (faint cytoplasm, thin curvy fibres) so that a model learns to leave such things out;
 - H&E colour comes from a Beer-Lambert stain-mixing model with hematoxylin and eosin.
 
 Each nucleus is rasterised inside its own bounding box (in batches of boxes of one size), so the
@@ -342,8 +343,11 @@ def _style(rng: np.random.Generator, kind: str) -> dict:
             "level": level,
             "compact_gain": u(1.8, 3.0),
             "background": u(0.0, 0.06) * level,
-            "glow": u(0.01, 0.05) * level if rng.random() < 0.3 else 0.0,
+            "glow": u(0.01, 0.06) * level if rng.random() < 0.45 else 0.0,
             "glow_reach": u(1.0, 3.0),
+            "filaments": u(0.05, 0.4) * level if rng.random() < 0.35 else 0.0,
+            "filament_scale": u(6.0, 30.0),
+            "filament_width": u(0.6, 2.0),
         }
     elif kind == "brightfield":
         style |= {
@@ -364,7 +368,7 @@ def _style(rng: np.random.Generator, kind: str) -> dict:
         }
     else:
         vesicular = rng.random() < 0.3  # pale nuclei with a dark rim
-        tissue_share = 1.0 if rng.random() < 0.5 else u(0.6, 0.95)
+        tissue_share = 1.0 if rng.random() < 0.5 else u(0.75, 0.97)
         fibre_sigma = (u(0.6, 1.5), u(3.0, 8.0))
         style |= {
             "radius": _log_uniform(rng, 5.0, 24.0),
@@ -378,8 +382,8 @@ def _style(rng: np.random.Generator, kind: str) -> dict:
             "tissue_share": tissue_share,
             "fibre_sigma": fibre_sigma if rng.random() < 0.5 else fibre_sigma[::-1],
             "fibre": u(0.03, 0.15),
-            "tissue_eosin": u(0.02, 0.25),
-            "tissue_hema": u(0.08, 0.45),
+            "tissue_eosin": u(0.05, 0.3),
+            "tissue_hema": u(0.2, 0.5),
             "cell_eosin": u(0.03, 0.15) if rng.random() < 0.35 else 0.0,
             "cell_reach": u(1.0, 2.5),
             "hematoxylin": _stain(rng, _HEMATOXYLIN),
@@ -418,13 +422,19 @@ def _nuclei(rng: np.random.Generator, shape: tuple[int, int], elements: tuple, l
     return density.reshape(shape) * texture
 
 
-def _cells(rng: np.random.Generator, labels: np.ndarray, r0: float, reach: float):
-    """Cell bodies around the nuclei: ``(inside, outline)`` fields in ``[0, 1]``."""
+def _cells(
+    rng: np.random.Generator, labels: np.ndarray, r0: float, reach: float, edge: float = 1.5
+):
+    """Cell bodies around the nuclei: ``(inside, outline)`` fields in ``[0, 1]``.
+
+    A cell reaches about ``reach`` nucleus radii from its nucleus, with a wavy border that
+    ramps over ``edge`` pixels.
+    """
     distance = ndimage.distance_transform_edt(labels == 0)
     wobble = 1.0 + 0.35 * _smooth_field(rng, labels.shape, 2.5 * r0)
     margin = reach * r0 * wobble - distance
-    inside = np.clip(margin / 1.5 + 0.5, 0.0, 1.0)
-    outline = np.exp(-((margin / 1.5) ** 2))
+    inside = np.clip(margin / edge + 0.5, 0.0, 1.0)
+    outline = np.exp(-((margin / edge) ** 2))
     return inside, outline
 
 
@@ -442,12 +452,24 @@ def _illumination(rng: np.random.Generator, shape: tuple[int, int], amount: floa
     return np.maximum(1.0 + amount * _smooth_field(rng, shape, 0.3 * min(shape)), 0.2)
 
 
+def _filaments(rng: np.random.Generator, shape: tuple[int, int], st: dict) -> np.ndarray:
+    """Thin curvy lines in ``[0, 1]`` (zero crossings of a smooth field) over some regions."""
+    scale = st["filament_scale"]
+    field = _smooth_field(rng, shape, scale)
+    # A unit-variance field of correlation length `scale` changes by about 1/scale per pixel.
+    lines = np.exp(-((field * scale / (2.0 * st["filament_width"])) ** 2))
+    region = np.clip(_smooth_field(rng, shape, 0.2 * min(shape)) + 0.5, 0.0, 1.0)
+    return lines * region
+
+
 def _fluorescence(rng, shape, labels, elements, lay, st) -> np.ndarray:
     nuclei = _nuclei(rng, shape, elements, lay, st)
     background = st["background"]
     if st["glow"] > 0:  # faint cytoplasmic stain around the nuclei
-        body, _ = _cells(rng, labels, lay["r0"], st["glow_reach"])
+        body, _ = _cells(rng, labels, lay["r0"], st["glow_reach"], max(1.5, lay["r0"] / 3))
         background = background + st["glow"] * body
+    if st["filaments"] > 0:  # unlabelled clutter: faint curvy fibres and cell processes
+        background = background + st["filaments"] * _filaments(rng, shape, st)
     image = _illumination(rng, shape, st["light"]) * (background + nuclei)
     return np.repeat(_optics(rng, image, st)[:, :, None], 3, axis=2)
 
@@ -475,7 +497,7 @@ def _histology(rng, shape, labels, elements, lay, st) -> np.ndarray:
     eosin = st["tissue_eosin"] * weave + nucleus_eosin
     hema = hema + st["tissue_hema"] * weave
     if st["cell_eosin"] > 0:
-        body, _ = _cells(rng, labels, lay["r0"], st["cell_reach"])
+        body, _ = _cells(rng, labels, lay["r0"], st["cell_reach"], max(1.5, lay["r0"] / 2))
         eosin = eosin + st["cell_eosin"] * body
     od = hema[:, :, None] * st["hematoxylin"] + eosin[:, :, None] * st["eosin"]
     return _optics(rng, st["white"] * np.exp(-od), st)
@@ -522,8 +544,11 @@ def synthetic_sample(
     Examples
     --------
     >>> s = synthetic_sample(seed=3, size=64, kind="fluorescence")
-    >>> s.image.shape, s.labels.shape, s.labels.max() == len(set(s.labels.ravel())) - 1
-    ((64, 64, 3), (64, 64), True)
+    >>> s.image.shape, s.labels.shape
+    ((64, 64, 3), (64, 64))
+    >>> n = int(s.labels.max())  # ids are exactly 1..n
+    >>> np.array_equal(np.unique(s.labels), np.arange(n + 1))
+    True
     >>> bool((synthetic_sample(3, 64, "fluorescence").image == s.image).all())
     True
     """
