@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="nucleuseg-demo", help="output folder (default nucleuseg-demo)"
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed of the data and training (default 0)")
+    demo.add_argument(
+        "--seed", type=int, default=0, help="seed of the data and training (default 0)"
+    )
 
     tr = sub.add_parser("train", help="train a model on a DSB-style folder")
     tr.add_argument("--backend", default="torch", help="torch, keras or flax (default torch)")
@@ -83,18 +85,33 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--figures", help="folder for figures of the best and worst images")
     _add_split(ev)
 
+    tu = sub.add_parser(
+        "tune", help="choose post-processing thresholds on the validation split, save them"
+    )
+    tu.add_argument("model", help="model file (.safetensors)")
+    _add_data(tu)
+    tu.add_argument("--out", help="model file to write (default: update MODEL in place)")
+    tu.add_argument(
+        "--backend", help="backend to run the model on (default: the one that trained it)"
+    )
+    _add_split(tu)
+
     pr = sub.add_parser("predict", help="label images and write them as 16-bit PNG label images")
     pr.add_argument("model", help="model file (.safetensors)")
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--backend", help="backend to run the model on (default: the one that trained it)")
+    pr.add_argument(
+        "--backend", help="backend to run the model on (default: the one that trained it)"
+    )
     pr.add_argument("--tta", action="store_true", help="average over flips")
 
     sm = sub.add_parser("submit", help="Kaggle submission CSV for a folder of images")
     sm.add_argument("model", help="model file (.safetensors)")
     _add_data(sm)
     sm.add_argument("--out", required=True, help="CSV to write")
-    sm.add_argument("--backend", help="backend to run the model on (default: the one that trained it)")
+    sm.add_argument(
+        "--backend", help="backend to run the model on (default: the one that trained it)"
+    )
     sm.add_argument("--tta", action="store_true", help="average over flips")
 
     sc = sub.add_parser("score", help="score a submission CSV against a solution CSV")
@@ -185,6 +202,23 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    _, _, val = _split(args)
+    seg = _load_segmenter(args)
+    before = seg.inference
+    result = seg.tune(val)
+    print(result.table())
+    print(
+        f"chose threshold {result.best.threshold}, seed_threshold {result.best.seed_threshold}, "
+        f"min_size {result.best.min_size} (was {before.threshold}, {before.seed_threshold}, "
+        f"{before.min_size}): validation DSB score {result.best_score:.4f}"
+    )
+    out = args.out or args.model
+    seg.save(out)
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_predict(args) -> int:
     from nucleuseg.data.images import read_image, write_image
 
@@ -262,6 +296,7 @@ COMMANDS = {
     "backends": _cmd_backends,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "tune": _cmd_tune,
     "predict": _cmd_predict,
     "submit": _cmd_submit,
     "score": _cmd_score,

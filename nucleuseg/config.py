@@ -203,6 +203,12 @@ class InferenceConfig(_Replaceable):
         Overlap between neighbouring tiles, in pixels.
     tta : bool
         Average predictions over flips (4 passes).
+    auto_scale : bool
+        Predict once, measure the median nucleus radius, and when it lies outside
+        ``target_radius / 1.5 .. target_radius * 1.5`` predict again on the image rescaled so
+        that nuclei have about ``target_radius`` (the factor is kept within 0.5..2).
+    target_radius : float
+        Nucleus radius, in pixels, that ``auto_scale`` rescales towards.
     """
 
     postprocess: str = "watershed"
@@ -212,8 +218,12 @@ class InferenceConfig(_Replaceable):
     tile: int = 512
     overlap: int = 64
     tta: bool = False
+    auto_scale: bool = False
+    target_radius: float = 10.0
 
     def __post_init__(self) -> None:
+        if not self.target_radius > 0:
+            raise ConfigError(f"target_radius must be positive, got {self.target_radius}")
         if self.postprocess not in POSTPROCESSINGS:
             raise ConfigError(f"postprocess must be one of {POSTPROCESSINGS}")
         if not (0 < self.threshold < 1 and 0 < self.seed_threshold < 1):
@@ -294,7 +304,7 @@ PRESETS: dict[str, Preset] = {
             upsampling="transpose",
             out_channels=3,
         ),
-        training=TrainingConfig(steps_per_epoch=300),
+        training=TrainingConfig(steps_per_epoch=300, patience=20),
         inference=InferenceConfig(),
     ),
 }

@@ -28,6 +28,7 @@ from nucleuseg.progress import progress_bar
 from nucleuseg.tiling import predict_tiled
 from nucleuseg.training import History, train
 from nucleuseg.transforms import as_rgb, normalize, resize
+from nucleuseg.tuning import TuningResult, tune_postprocessing
 
 
 class Segmenter:
@@ -154,15 +155,44 @@ class Segmenter:
             small = resize(x, (size, size), order=1)
             probs = self.network.predict(small[None])[0]
             return np.clip(resize(probs, x.shape[:2], order=1), 0.0, 1.0)
+        probs = self._predict_scaled(x, 1.0)
+        factor = self._rescale_factor(probs)
+        if factor != 1.0:
+            probs = self._predict_scaled(x, factor)
+        return probs
+
+    def _predict_scaled(self, x: np.ndarray, factor: float) -> np.ndarray:
         inference = self.preset.inference
-        return predict_tiled(
+        scaled = x
+        if factor != 1.0:
+            shape = (max(1, round(x.shape[0] * factor)), max(1, round(x.shape[1] * factor)))
+            scaled = resize(x, shape, order=1)
+        probs = predict_tiled(
             self.network.predict,
-            x,
+            scaled,
             self.preset.network.multiple,
             tile=inference.tile,
             overlap=inference.overlap,
             tta=inference.tta,
         )
+        if factor != 1.0:
+            probs = np.clip(resize(probs, x.shape[:2], order=1), 0.0, 1.0)
+        return probs
+
+    def _rescale_factor(self, probs: np.ndarray) -> float:
+        """The zoom that brings the median nucleus to ``target_radius`` (1.0 when close enough)."""
+        inference = self.preset.inference
+        if not inference.auto_scale:
+            return 1.0
+        labels = to_instances(probs, inference)
+        if labels.max() == 0:
+            return 1.0
+        areas = np.bincount(labels.ravel())[1:]
+        radius = float(np.sqrt(np.median(areas[areas > 0]) / np.pi))
+        target = inference.target_radius
+        if target / 1.5 <= radius <= target * 1.5:
+            return 1.0
+        return float(np.clip(target / radius, 0.5, 2.0))
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Instance labels, ``(H, W)`` ``int32`` with 0 for background."""
@@ -185,6 +215,22 @@ class Segmenter:
             truths[sample.image_id] = sample.labels
             preds[sample.image_id] = self.predict(sample.image)
         return metrics.score_dataset(truths, preds)
+
+    def tune(self, validation: Dataset, progress: bool = True, **grid) -> TuningResult:
+        """Choose the post-processing thresholds that score best on ``validation``, and keep them.
+
+        Probabilities are predicted once per image; ``grid`` may override the values tried
+        (``thresholds``, ``seed_thresholds``, ``min_sizes``, see
+        :func:`nucleuseg.tuning.tune_postprocessing`). The chosen setting becomes
+        :attr:`inference` and is saved with the model.
+        """
+        probs, truths = {}, {}
+        for sample in progress_bar(validation, "tuning", progress, len(validation)):
+            probs[sample.image_id] = self.predict_proba(sample.image)
+            truths[sample.image_id] = sample.labels
+        result = tune_postprocessing(probs, truths, self.preset.inference, **grid)
+        self.inference = result.best
+        return result
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -250,6 +250,7 @@ def train(
         network.set_weights(state.weights)
         network.set_optimizer_state(state.optimizer)
         history, best_weights = state.history, state.best_weights
+        history.stopped = ""
         start_epoch = len(history.epochs) + 1
         log(f"resuming {resume_path} at epoch {start_epoch}")
     items = prepare(train_set, progress)

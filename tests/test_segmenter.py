@@ -73,3 +73,43 @@ def test_predict_rejects_bad_arrays(tiny_preset):
         seg.predict(np.zeros((4, 4, 2)))
     with pytest.raises(InputError):
         seg.predict(np.full((4, 4), np.inf))
+
+
+def _blobs(radius: int, size: int = 96) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    fg = np.zeros((size, size), np.float32)
+    for cy, cx in ((25, 25), (25, 70), (70, 25), (70, 70)):
+        fg[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 0.9
+    return np.stack([fg, np.zeros_like(fg), np.zeros_like(fg)], axis=-1)
+
+
+@pytest.mark.parametrize("radius, factor", [(3, 2.0), (10, 1.0), (14, 1.0), (30, 0.5)])
+def test_auto_scale_factor_targets_the_median_radius(tiny_preset, radius, factor):
+    pytest.importorskip("torch", reason="checked on the torch backend")
+    seg = Segmenter("torch", preset=tiny_preset)
+    seg.inference = seg.inference.replace(auto_scale=True, target_radius=10.0, min_size=0)
+    size = 96 if radius < 20 else 200
+    assert seg._rescale_factor(_blobs(radius, size)) == pytest.approx(factor, rel=0.05)
+    seg.inference = seg.inference.replace(auto_scale=False)
+    assert seg._rescale_factor(_blobs(radius, size)) == 1.0
+
+
+def test_auto_scale_predicts_at_the_original_size(tiny_preset):
+    pytest.importorskip("torch", reason="checked on the torch backend")
+    seg = Segmenter("torch", preset=tiny_preset)
+    seg.inference = seg.inference.replace(auto_scale=True)
+    image = make_synthetic(1, size=(70, 90), seed=5)[0].image
+    assert seg.predict_proba(image).shape == (70, 90, 3)
+
+
+def test_tune_keeps_the_best_setting_and_saves_it(tiny_preset, tiny_data, tmp_path):
+    pytest.importorskip("torch", reason="checked on the torch backend")
+    _, val = tiny_data
+    seg = Segmenter("torch", preset=tiny_preset)
+    result = seg.tune(val, progress=False, thresholds=(0.3, 0.5), seed_thresholds=(0.5,),
+                      min_sizes=(0, 8))
+    assert len(result.trials) == 4
+    assert seg.inference == result.best
+    assert result.best_score == max(score for _, score in result.trials)
+    seg.save(tmp_path / "tuned.safetensors")
+    assert Segmenter.load(tmp_path / "tuned.safetensors").inference == result.best
