@@ -174,8 +174,31 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 
 # eq=False: the fields hold arrays, whose == is elementwise; results compare by identity.
+class _RatesAt50:
+    """Precision, recall and F1 at ``t = 0.5`` from ``tp``, ``fp``, ``fn``, ``n_true``, ``n_pred``.
+
+    A score over no nuclei on either side counts as perfect (1.0), as the DSB score does.
+    """
+
+    @property
+    def precision(self) -> float:
+        """``TP / n_pred`` at ``t = 0.5`` (pooled over images for a dataset)."""
+        return _ratio(self.tp[0], self.n_pred, 1.0 if self.n_true == 0 else 0.0)
+
+    @property
+    def recall(self) -> float:
+        """``TP / n_true`` at ``t = 0.5`` (pooled over images for a dataset)."""
+        return _ratio(self.tp[0], self.n_true, 1.0 if self.n_pred == 0 else 0.0)
+
+    @property
+    def f1(self) -> float:
+        """``2 TP / (2 TP + FP + FN)`` at ``t = 0.5`` (pooled over images for a dataset)."""
+        tp, fp, fn = self.tp[0], self.fp[0], self.fn[0]
+        return _ratio(2 * tp, 2 * tp + fp + fn, 1.0)
+
+
 @dataclass(frozen=True, eq=False)
-class ImageScore:
+class ImageScore(_RatesAt50):
     """The DSB score of one image and the counts behind it.
 
     Attributes
@@ -223,22 +246,6 @@ class ImageScore:
         return float(self.per_threshold[0])
 
     @property
-    def precision(self) -> float:
-        """``TP / n_pred`` at ``t = 0.5``."""
-        return _ratio(self.tp[0], self.n_pred, 1.0 if self.n_true == 0 else 0.0)
-
-    @property
-    def recall(self) -> float:
-        """``TP / n_true`` at ``t = 0.5``."""
-        return _ratio(self.tp[0], self.n_true, 1.0 if self.n_pred == 0 else 0.0)
-
-    @property
-    def f1(self) -> float:
-        """``2 TP / (2 TP + FP + FN)`` at ``t = 0.5``."""
-        tp, fp, fn = self.tp[0], self.fp[0], self.fn[0]
-        return _ratio(2 * tp, 2 * tp + fp + fn, 1.0)
-
-    @property
     def mean_matched_iou(self) -> float:
         """Mean IoU of the pairs matched at ``t = 0.5``; NaN when there are none."""
         return float(self.matched_iou.mean()) if self.matched_iou.size else float("nan")
@@ -261,7 +268,7 @@ class ImageScore:
 
 
 @dataclass(frozen=True, eq=False)
-class DatasetScore:
+class DatasetScore(_RatesAt50):
     """The DSB score of a set of images: the mean of the image scores, with pooled counts.
 
     Attributes
@@ -322,22 +329,6 @@ class DatasetScore:
     def n_pred(self) -> int:
         """Predicted nuclei in all images."""
         return sum(image.n_pred for image in self.per_image)
-
-    @property
-    def precision(self) -> float:
-        """Pooled ``TP / n_pred`` at ``t = 0.5``."""
-        return _ratio(self.tp[0], self.n_pred, 1.0 if self.n_true == 0 else 0.0)
-
-    @property
-    def recall(self) -> float:
-        """Pooled ``TP / n_true`` at ``t = 0.5``."""
-        return _ratio(self.tp[0], self.n_true, 1.0 if self.n_pred == 0 else 0.0)
-
-    @property
-    def f1(self) -> float:
-        """Pooled ``2 TP / (2 TP + FP + FN)`` at ``t = 0.5``."""
-        tp, fp, fn = self.tp[0], self.fp[0], self.fn[0]
-        return _ratio(2 * tp, 2 * tp + fp + fn, 1.0)
 
     @property
     def mean_matched_iou(self) -> float:
