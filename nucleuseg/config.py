@@ -215,7 +215,7 @@ class InferenceConfig(_Replaceable):
     threshold: float = 0.5
     seed_threshold: float = 0.5
     min_size: int = 8
-    tile: int = 512
+    tile: int = 1024
     overlap: int = 64
     tta: bool = False
     auto_scale: bool = False

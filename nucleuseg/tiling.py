@@ -42,12 +42,23 @@ def pad_to_multiple(
     return padded, (height, width)
 
 
-def _tile_starts(length: int, tile: int, step: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
+    """Start offsets of the fewest tiles of size ``tile`` that cover ``length`` with at least
+    ``overlap`` pixels shared by neighbours, spread evenly and snapped to ``multiple``.
+
+    Examples
+    --------
+    >>> tile_starts(1040, 512, 64, 16)
+    [0, 256, 528]
+    >>> tile_starts(300, 512, 64)
+    [0]
+    """
     if length <= tile:
         return [0]
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
+    count = -(-(length - overlap) // (tile - overlap))
+    last = length - tile
+    starts = [round(k * last / (count - 1)) // multiple * multiple for k in range(count - 1)]
+    return [*starts, last]
 
 
 def _blend_window(tile: int, overlap: int) -> np.ndarray:
@@ -95,8 +106,8 @@ def predict_tiled(
     padded, (height, width) = pad_to_multiple(x, multiple)
     ph, pw = padded.shape[:2]
     tile_h, tile_w = min(tile, ph), min(tile, pw)
-    ys = _tile_starts(ph, tile_h, tile_h - overlap)
-    xs = _tile_starts(pw, tile_w, tile_w - overlap)
+    ys = tile_starts(ph, tile_h, overlap, multiple)
+    xs = tile_starts(pw, tile_w, overlap, multiple)
     windows = [(y, x0) for y in ys for x0 in xs]
     if len(windows) == 1:
         weight = np.ones((tile_h, tile_w, 1), np.float32)
