@@ -14,7 +14,9 @@ Every write goes to a temporary file that is renamed into place.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import numpy as np
 
 from nucleuseg._atomic import atomic_save
 from nucleuseg.backends.base import check_weights
-from nucleuseg.config import Preset, UNetConfig
+from nucleuseg.config import InferenceConfig, Preset, TrainingConfig, UNetConfig
 from nucleuseg.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
@@ -64,11 +66,16 @@ class TrainingState:
 
 def _sniff(path: Path) -> None:
     """Raise CheckpointError unless ``path`` looks like a safetensors file."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a model file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(9)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     for magic, what in _SIGNATURES:
         if head.startswith(magic):
             raise CheckpointError(f"{path}: this is {what}")
@@ -109,12 +116,87 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str
 
 
 def _preset(path, metadata: dict[str, str]) -> Preset:
+    if "preset" not in metadata:
+        raise CheckpointError(f"{path}: metadata has no preset")
+    data = _json(path, metadata, "preset")
+    _check_record(path, Preset, data, "preset")
+    for section, cls in (
+        ("network", UNetConfig),
+        ("training", TrainingConfig),
+        ("inference", InferenceConfig),
+    ):
+        if section in data:
+            _check_record(path, cls, data[section], f"preset.{section}")
     try:
-        return Preset.from_json(metadata["preset"])
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: metadata has no preset") from exc
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: invalid configuration: {exc}") from exc
+        return Preset.from_dict(data)
+    except (ConfigError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: invalid configuration: {exc}") from None
+
+
+def _check_record(path, cls: type, data: object, where: str) -> None:
+    """Raise CheckpointError unless ``data`` is a JSON object whose known fields have the types
+    the dataclass ``cls`` declares (unknown fields are left to ``cls`` itself)."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: {where} must be a JSON object, got {type(data).__name__}")
+    for f in dataclasses.fields(cls):
+        if f.name in data and not _fits(data[f.name], str(f.type)):
+            shown = repr(data[f.name])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise CheckpointError(f"{path}: {where}.{f.name} is {shown}, expected {f.type}")
+
+
+def _fits(value: object, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotation such as ``int | None`` or
+    ``tuple[float, ...]``; types this check does not know pass."""
+    if "[" not in annotation and "|" in annotation:
+        return any(_fits(value, part.strip()) for part in annotation.split("|"))
+    if annotation == "None":
+        return value is None
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "float":
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and math.isfinite(value)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation.startswith(("tuple[", "list[")) and annotation.endswith("]"):
+        if not isinstance(value, list):
+            return False
+        items = [part.strip() for part in annotation[annotation.index("[") + 1 : -1].split(",")]
+        if annotation.startswith("list[") or items[-1] == "...":
+            return all(_fits(v, items[0]) for v in value)
+        if len(value) != len(items):
+            return False
+        return all(_fits(v, t) for v, t in zip(value, items, strict=True))
+    return True
+
+
+def _history(path, metadata: dict[str, str]) -> dict | None:
+    """The training history of the metadata, checked to rebuild a History; ``None`` if absent."""
+    from nucleuseg.training import EpochRecord, History
+
+    data = _json(path, metadata, "history")
+    if data is None:
+        return None
+    _check_record(path, History, data, "history")
+    for k, epoch in enumerate(data.get("epochs", [])):
+        _check_record(path, EpochRecord, epoch, f"history.epochs[{k}]")
+    try:
+        History.from_dict(data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: invalid training history: {exc}") from None
+    return data
+
+
+def _check_dtypes(path, tensors: dict[str, np.ndarray]) -> None:
+    bad = [f"{k} ({v.dtype})" for k, v in tensors.items() if v.dtype.kind != "f"]
+    if bad:
+        raise CheckpointError(
+            f"{path}: tensors must be floating point, got {', '.join(bad[:4])}"
+            + (" ..." if len(bad) > 4 else "")
+        )
 
 
 def _json(path, metadata: dict[str, str], key: str):
@@ -173,16 +255,16 @@ def load_model(path: str | os.PathLike) -> ModelFile:
     ------
     CheckpointError
         If the file is missing, not safetensors (pickles and other formats are named), from a
-        newer format version, or its weights do not match its configuration.
+        newer format version, its configuration or history is malformed, or its weights do not
+        match its configuration (names, shapes, floating-point dtype, finite values).
     """
     tensors, metadata = _read(path)
     if metadata.get("kind", "model") != "model":
         raise CheckpointError(f"{path}: a {metadata.get('kind')} file, not a model file")
     preset = _preset(path, metadata)
     check_weights(tensors, preset.network, source=str(path))
-    return ModelFile(
-        tensors, preset, metadata.get("backend", "?"), _json(path, metadata, "history")
-    )
+    _check_dtypes(path, tensors)
+    return ModelFile(tensors, preset, metadata.get("backend", "?"), _history(path, metadata))
 
 
 def write_training_state(
@@ -211,6 +293,7 @@ def read_training_state(path: str | os.PathLike, config: UNetConfig) -> Training
     from nucleuseg.training import History
 
     tensors, metadata = _read(path)
+    _check_dtypes(path, tensors)
     if metadata.get("kind") != "training-state":
         raise CheckpointError(f"{path}: not a training-state file")
     preset = _preset(path, metadata)
@@ -224,12 +307,15 @@ def read_training_state(path: str | os.PathLike, config: UNetConfig) -> Training
         groups[group][name] = value
     check_weights(groups["weights"], config, source=f"{path} (weights)")
     check_weights(groups["best"], config, source=f"{path} (best weights)")
-    history = History.from_dict(_json(path, metadata, "history") or {})
+    history = History.from_dict(_history(path, metadata) or {})
+    seed = metadata.get("seed", "0")
+    if not (seed.isascii() and seed.isdigit() and len(seed) < 20):
+        raise CheckpointError(f"{path}: metadata 'seed' is {seed[:40]!r}, not an integer")
     return TrainingState(
         groups["weights"],
         groups["best"],
         groups["optim"],
         preset,
         history,
-        int(metadata.get("seed", 0)),
+        int(seed),
     )

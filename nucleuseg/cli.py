@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from nucleuseg.errors import NucleusegError
+from nucleuseg.errors import CSVFormatError, MaskOverlapError, NucleusegError, RLEError
 
 DEFAULT_VAL_FRACTION = 0.15
 
@@ -255,14 +255,20 @@ def _cmd_score(args) -> int:
     missing = sorted(set(solution) - set(submission))
     extra = sorted(set(submission) - set(solution))
     if extra:
-        raise NucleusegError(f"{args.submission}: images not in the solution: {extra[:5]}")
+        raise CSVFormatError(f"{args.submission}: images not in the solution: {extra[:5]}")
     truths, preds = {}, {}
     for image_id, entry in solution.items():
         if entry.shape is None:
-            raise NucleusegError(f"{args.solution}: no Height/Width for {image_id}")
-        truths[image_id] = rle.labels_from_csv(entry)
+            raise CSVFormatError(f"{args.solution}: no Height/Width for {image_id}")
         guess = submission.get(image_id, rle.RLEImage(rles=()))
-        preds[image_id] = rle.labels_from_csv(guess, entry.shape, overlap="first")
+        for source, labels, decoded, policy in (
+            (args.solution, truths, entry, "error"),
+            (args.submission, preds, guess, "first"),
+        ):
+            try:
+                labels[image_id] = rle.labels_from_csv(decoded, entry.shape, overlap=policy)
+            except (RLEError, MaskOverlapError) as err:
+                raise type(err)(f"{source}: image {image_id}: {err}") from None
     if missing:
         print(
             f"warning: {len(missing)} images have no rows in the submission (scored as empty)",
@@ -320,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except NucleusegError as exc:
         print(f"nucleuseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file the command itself writes (an output folder that is a file, a full disk, ...).
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nucleuseg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

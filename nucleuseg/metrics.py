@@ -476,8 +476,8 @@ def score_dataset(
     Raises
     ------
     InputError
-        If the id sets differ (naming the missing ids), there are no images, or a pair of
-        images is invalid (naming the image).
+        If ``truths`` or ``preds`` is not a mapping, the id sets differ (naming the missing
+        ids), there are no images, or a pair of images is invalid (naming the image).
 
     Examples
     --------
@@ -487,6 +487,11 @@ def score_dataset(
     >>> result.score, result.tp[0], result.fn[0]
     (0.5, np.int64(2), np.int64(2))
     """
+    for name, mapping in (("truths", truths), ("preds", preds)):
+        if not isinstance(mapping, Mapping):
+            raise InputError(
+                f"{name} must be a mapping of image id to label image, got {type(mapping).__name__}"
+            )
     missing = [key for key in truths if key not in preds]
     extra = [key for key in preds if key not in truths]
     if missing or extra:

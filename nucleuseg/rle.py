@@ -44,6 +44,7 @@ from nucleuseg.errors import CSVFormatError, InputError, MaskOverlapError, RLEEr
 from nucleuseg.masks import check_labels
 
 __all__ = [
+    "MAX_PIXELS",
     "RLEImage",
     "decode",
     "decode_labels",
@@ -63,6 +64,8 @@ _OPTIONAL_COLUMNS = ("Height", "Width", "Usage")
 _VALID_RLE = re.compile(r"\s*(?:[+-]?[0-9]+(?:\s+[+-]?[0-9]+)*)?\s*", re.ASCII)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _MAX_DIGITS = 18  # anything longer cannot be a pixel index of an image that fits in memory
+MAX_PIXELS = 2**31 - 1
+"""Largest ``H * W`` an encoding may describe: pixel indices and label ids stay in ``int32``."""
 
 
 # --------------------------------------------------------------------------- single masks
@@ -127,7 +130,8 @@ def decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
         If a token is not an integer, the count of numbers is odd, a start or length is below 1,
         starts are not ascending, two runs overlap, or a run ends beyond ``H * W``.
     InputError
-        If ``shape`` is not two non-negative integers.
+        If ``shape`` is not two non-negative integers or has more than :data:`MAX_PIXELS`
+        pixels.
 
     Examples
     --------
@@ -332,9 +336,10 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, RLEImage]:
     Raises
     ------
     CSVFormatError
-        Naming the file and line: a missing, unknown or repeated column; a row with the wrong
-        number of fields; an empty ImageId; a Height/Width that is not a positive integer or
-        differs between rows of one image; a malformed encoding.
+        If the file is missing or unreadable, not UTF-8 or not CSV; and naming the line: a
+        missing, unknown or repeated column; a row with the wrong number of fields; an empty
+        ImageId; a Height/Width that is not a positive integer, too large, or differs between
+        rows of one image; a malformed encoding.
 
     Examples
     --------
@@ -374,6 +379,11 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, RLEImage]:
                         _positive_int(row[height_col], "Height", path, line),
                         _positive_int(row[width_col], "Width", path, line),
                     )
+                    if shape[0] * shape[1] > MAX_PIXELS:
+                        raise CSVFormatError(
+                            f"{path}:{line}: Height,Width {shape[0]},{shape[1]} give more than "
+                            f"{MAX_PIXELS} pixels"
+                        )
                     seen = shapes.setdefault(image_id, (shape, line))
                     if seen[0] != shape:
                         raise CSVFormatError(
@@ -394,6 +404,12 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, RLEImage]:
         raise CSVFormatError(f"{path}: not valid UTF-8 text ({err})") from None
     except csv.Error as err:
         raise CSVFormatError(f"{path}: malformed CSV ({err})") from None
+    except FileNotFoundError:
+        raise CSVFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CSVFormatError(f"{path}: a folder, not a CSV file") from None
+    except OSError as err:
+        raise CSVFormatError(f"{path}: cannot read the file ({err.strerror or err})") from None
     return {
         image_id: RLEImage(tuple(rles), shapes[image_id][0] if image_id in shapes else None)
         for image_id, rles in images.items()
@@ -416,7 +432,8 @@ def write_submission(predictions: Mapping[str, np.ndarray], path: str | os.PathL
     Raises
     ------
     InputError
-        If an id is not a non-empty string or a label image is invalid.
+        If ``predictions`` is not a mapping, an id is not a non-empty string, a label image is
+        invalid, or the folder of ``path`` does not exist.
 
     Examples
     --------
@@ -511,10 +528,15 @@ def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
     try:
         height, width = (int(s) for s in shape)
         valid = all(int(s) == s for s in shape) and height >= 0 and width >= 0
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         valid = False
     if not valid:
         raise InputError(f"shape must be two non-negative integers (H, W), got {shape!r}")
+    if height * width > MAX_PIXELS:
+        raise InputError(
+            f"shape {height}x{width} has {height * width} pixels, more than an RLE can address "
+            f"(MAX_PIXELS={MAX_PIXELS})"
+        )
     return height, width
 
 
@@ -533,9 +555,9 @@ def _parse_runs(rle: str, shape: tuple[int, int] | None) -> tuple[np.ndarray, np
     if not _VALID_RLE.fullmatch(rle) or any(len(t) > _MAX_DIGITS for t in tokens):
         for i, token in enumerate(tokens):
             if not _INTEGER.fullmatch(token):
-                raise RLEError(f"token {i + 1} ({token!r}) is not an integer")
+                raise RLEError(f"token {i + 1} ({_clip(token)!r}) is not an integer")
             if len(token) > _MAX_DIGITS:
-                raise RLEError(f"token {i + 1} ({token}) is too large for a pixel index")
+                raise RLEError(f"token {i + 1} ({_clip(token)}) is too large for a pixel index")
     if len(tokens) % 2:
         raise RLEError(
             f"{len(tokens)} numbers: an RLE is start/length pairs, so the count must be even"
@@ -571,6 +593,11 @@ def _parse_runs(rle: str, shape: tuple[int, int] | None) -> tuple[np.ndarray, np
                 f"of a {shape[0]}x{shape[1]} image"
             )
     return starts - 1, lengths
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters for an error message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _expand_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -610,14 +637,23 @@ def _check_header(header: list[str], path: Path) -> dict[str, int]:
 
 def _positive_int(field: str, name: str, path: Path, line: int) -> int:
     text = field.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise CSVFormatError(f"{path}:{line}: {name} must be a positive integer, got {field!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS or int(text) < 1:
+        raise CSVFormatError(
+            f"{path}:{line}: {name} must be a positive integer, got {_clip(field)!r}"
+        )
     return int(text)
 
 
 def _write_csv(
     images: Mapping[str, np.ndarray], path: str | os.PathLike, *, with_shape: bool, argument: str
 ) -> None:
+    if not isinstance(images, Mapping):
+        raise InputError(
+            f"{argument} must be a mapping of image id to label image, got {type(images).__name__}"
+        )
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder} does not exist")
     rows: list[list[str]] = []
     for image_id in _sorted_ids(images, argument):
         labels = check_labels(images[image_id], f"{argument}[{image_id!r}]")

@@ -132,7 +132,9 @@ def test_canonical_shapes_and_parameter_counts(tiny_preset):
     assert shapes["enc3.conv2.kernel"] == (3, 3, 16, 16)
     assert shapes["up2.kernel"] == (2, 2, 16, 8)
     assert shapes["dec1.conv1.kernel"] == (3, 3, 8, 4)
-    assert "enc1.norm1.mean" in shapes
+    assert not any(".norm" in name for name in shapes)
+    with_norm = canonical_shapes(tiny_preset.network.replace(normalization="batch"))
+    assert with_norm["enc1.norm1.mean"] == (4,) and with_norm["dec2.norm2.var"] == (8,)
     # the seed U-Net of the DSB starter notebooks has 1,941,105 parameters
     from nucleuseg.config import get_preset
 

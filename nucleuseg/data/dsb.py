@@ -48,7 +48,13 @@ import numpy as np
 
 from nucleuseg.data.base import Dataset, Sample
 from nucleuseg.data.cache import SampleCache, cache_key
-from nucleuseg.data.images import IMAGE_SUFFIXES, image_shape, read_image, read_mask
+from nucleuseg.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    image_shape,
+    read_image,
+    read_mask,
+)
 from nucleuseg.data.kinds import image_kind
 from nucleuseg.errors import DatasetError, InputError, MaskOverlapError, RLEError
 from nucleuseg.masks import OVERLAP_POLICIES, merge_masks
@@ -86,8 +92,10 @@ class _Source:
         labels_csv: Path | None,
         overlap: str,
         cache: SampleCache | None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.entries = entries
+        self.max_pixels = max_pixels
         self.use_masks = use_masks
         self.labels = labels
         self.labels_csv = labels_csv
@@ -116,7 +124,8 @@ class _Source:
     def load(self, image_id: str) -> Sample:
         if self.cache is not None:
             hit = self.cache.get(self.keys[image_id])
-            if hit is not None:
+            # An entry cached under a larger max_pixels is decoded again, to be refused.
+            if hit is not None and hit.image.shape[0] * hit.image.shape[1] <= self.max_pixels:
                 return Sample(image_id, hit.image, hit.labels, hit.kind)
         sample = self.decode(image_id)
         if self.cache is not None:
@@ -125,7 +134,7 @@ class _Source:
 
     def decode(self, image_id: str) -> Sample:
         entry = self.entries[image_id]
-        image = read_image(entry.image)
+        image = read_image(entry.image, max_pixels=self.max_pixels)
         shape = (int(image.shape[0]), int(image.shape[1]))
         labels = None
         if self.use_masks:
@@ -262,6 +271,7 @@ def load_dsb(
     workers: int | None = None,
     overlap: str = "first",
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DSBDataset:
     """Open a DSB 2018 folder in Kaggle's layout as a lazy dataset.
 
@@ -296,6 +306,9 @@ def load_dsb(
         gives a shared pixel to the first mask in file-name order; ``"error"`` refuses them.
     progress : bool
         Show progress bars when decoding many samples.
+    max_pixels : int
+        Refuse, on access, images with more than this many pixels (``height * width``); see
+        :func:`~nucleuseg.data.images.read_image`.
 
     Returns
     -------
@@ -312,6 +325,9 @@ def load_dsb(
         ``Height,Width`` disagree with an image. On access: a mask of the wrong size, not
         binary, empty or full, or masks that overlap under ``overlap="error"``
         (:class:`~nucleuseg.errors.MaskOverlapError`).
+    ImageReadError
+        On access: an image or mask file that is corrupt, in an unsupported mode, or larger than
+        ``max_pixels``.
     InputError
         If an option is invalid.
 
@@ -335,6 +351,8 @@ def load_dsb(
         raise InputError(f"workers must be a positive integer, got {workers!r}")
     if not isinstance(cache, bool | str | os.PathLike):
         raise InputError(f"cache must be True, False or a folder, got {cache!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise InputError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     if labels_csv is not None and masks:
         raise InputError("give either masks=True or labels_csv, not both")
     if labels_csv is not None and overlap not in _CSV_OVERLAP:
@@ -351,7 +369,7 @@ def load_dsb(
     store = None
     if cache is not False:
         store = SampleCache(None if cache is True else cache)
-    source = _Source(entries, use_masks, table, csv_path, overlap, store)
+    source = _Source(entries, use_masks, table, csv_path, overlap, store, max_pixels)
     info = {}
     for image_id in ids:
         known = source.peek(image_id)
