@@ -76,14 +76,23 @@ def _sniff(path: Path) -> None:
             head = handle.read(9)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if size >= 9:
+        # A safetensors file: 8-byte little-endian header length, then a JSON object. Checked
+        # before the signatures, since a header length can start with a pickle's 0x80 byte.
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if header_len <= min(size - 8, _MAX_HEADER) and head[8:9] == b"{":
+            return
+        if head[8:9] == b"{" and size - 8 < header_len <= _MAX_HEADER:
+            raise CheckpointError(
+                f"{path}: truncated safetensors file (its header alone is {header_len} bytes, "
+                f"the file {size})"
+            )
     for magic, what in _SIGNATURES:
         if head.startswith(magic):
             raise CheckpointError(f"{path}: this is {what}")
     if size < 9:
         raise CheckpointError(f"{path}: too short to be a safetensors file ({size} bytes)")
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if header_len > min(size - 8, _MAX_HEADER) or head[8:9] != b"{":
-        raise CheckpointError(f"{path}: not a safetensors file (no valid header)")
+    raise CheckpointError(f"{path}: not a safetensors file (no valid header)")
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -23,6 +23,7 @@ from nucleuseg.backends import build_network
 from nucleuseg.backends.base import Network
 from nucleuseg.config import InferenceConfig, Preset, UNetConfig, get_preset
 from nucleuseg.data.base import Dataset, Sample
+from nucleuseg.errors import BackendUnavailable
 from nucleuseg.postprocess import to_instances
 from nucleuseg.progress import progress_bar
 from nucleuseg.tiling import predict_tiled
@@ -254,7 +255,15 @@ class Segmenter:
         A file written by any backend loads into any other: the weights are canonical.
         """
         model = checkpoint.load_model(path)
-        segmenter = cls(backend or model.backend, preset=model.preset)
+        try:
+            segmenter = cls(backend or model.backend, preset=model.preset)
+        except BackendUnavailable as err:
+            if backend is not None:
+                raise
+            raise BackendUnavailable(
+                f"{path}: saved by backend {model.backend!r}, which cannot be used here ({err}); "
+                "pass backend= to load it into another"
+            ) from None
         segmenter.set_weights(model.weights)
         if model.history is not None:
             segmenter.history = History.from_dict(model.history)

@@ -81,7 +81,9 @@ def test_load_lookup_order_and_labels(train):
 def test_loading_is_lazy(train, monkeypatch):
     calls = []
     real = dsb.read_image
-    monkeypatch.setattr(dsb, "read_image", lambda path, **kw: calls.append(path) or real(path, **kw))
+    monkeypatch.setattr(
+        dsb, "read_image", lambda path, **kw: calls.append(path) or real(path, **kw)
+    )
     ds = load(train)
     assert calls == []
     ds["img-c"]
@@ -376,7 +378,9 @@ def test_corrupt_entries_are_rebuilt(train, tmp_path, monkeypatch):
     corruptions = _corruptions(entry)
     calls = []
     real = dsb.read_image
-    monkeypatch.setattr(dsb, "read_image", lambda path, **kw: calls.append(path) or real(path, **kw))
+    monkeypatch.setattr(
+        dsb, "read_image", lambda path, **kw: calls.append(path) or real(path, **kw)
+    )
     for corrupt in corruptions:
         corrupt()
         ds = load(train, cache=cache_dir)
@@ -391,7 +395,9 @@ def test_changed_source_invalidates(train, tmp_path, monkeypatch):
     load(train, cache=cache_dir).preload(progress=False)
     calls = []
     real = dsb.read_image
-    monkeypatch.setattr(dsb, "read_image", lambda path, **kw: calls.append(path.name) or real(path, **kw))
+    monkeypatch.setattr(
+        dsb, "read_image", lambda path, **kw: calls.append(path.name) or real(path, **kw)
+    )
     mask = train / "img-a" / "masks" / "m00.png"
     stat = mask.stat()
     os.utime(mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))

@@ -318,8 +318,17 @@ def _decode_tiff(
             pixels = tif.pages[0].asarray()
     except Exception as err:  # tifffile raises many types on damaged files
         raise ImageReadError(f"{path}: corrupt or truncated TIFF ({err})") from None
-    if pixels.shape[:2] != (height, width):
-        raise ImageReadError(f"{path}: TIFF decoded to shape {pixels.shape}, not {height}x{width}")
+    expected = (height, width, *channels)
+    if mode in ("L", "I;16", "1"):
+        expected = (height, width)
+        if pixels.ndim == 3 and pixels.shape[2] == 1:
+            pixels = pixels[:, :, 0]
+    if pixels.shape != expected or pixels.dtype != dtype:
+        # A damaged header can describe one layout and decode to another.
+        raise ImageReadError(
+            f"{path}: corrupt TIFF: decoded to shape {pixels.shape} and dtype {pixels.dtype}, "
+            f"not the {expected} {dtype} its header describes"
+        )
     return pixels, mode
 
 
