@@ -74,7 +74,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     a, b = load_model(reference), load_model(resumed)
     assert [e["epoch"] for e in b.history["epochs"]] == [1, 2, 3, 4, 5]
     assert np.allclose(
-        [e["loss"] for e in a.history["epochs"]], [e["loss"] for e in b.history["epochs"]], atol=1e-5
+        [e["loss"] for e in a.history["epochs"]],
+        [e["loss"] for e in b.history["epochs"]],
+        atol=1e-5,
     )
     worst = max(float(np.abs(a.weights[k] - b.weights[k]).max()) for k in a.weights)
     assert worst < 1e-5

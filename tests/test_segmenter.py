@@ -106,8 +106,9 @@ def test_tune_keeps_the_best_setting_and_saves_it(tiny_preset, tiny_data, tmp_pa
     pytest.importorskip("torch", reason="checked on the torch backend")
     _, val = tiny_data
     seg = Segmenter("torch", preset=tiny_preset)
-    result = seg.tune(val, progress=False, thresholds=(0.3, 0.5), seed_thresholds=(0.5,),
-                      min_sizes=(0, 8))
+    result = seg.tune(
+        val, progress=False, thresholds=(0.3, 0.5), seed_thresholds=(0.5,), min_sizes=(0, 8)
+    )
     assert len(result.trials) == 4
     assert seg.inference == result.best
     assert result.best_score == max(score for _, score in result.trials)
