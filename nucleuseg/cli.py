@@ -14,7 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from nucleuseg.errors import CSVFormatError, MaskOverlapError, NucleusegError, RLEError
+from nucleuseg.errors import (
+    CSVFormatError,
+    InputError,
+    MaskOverlapError,
+    NucleusegError,
+    RLEError,
+)
 
 DEFAULT_VAL_FRACTION = 0.15
 
@@ -139,6 +145,26 @@ def _split(args):
     return dataset, train, val
 
 
+def _output_file(path: str, option: str) -> None:
+    """Check, before any long work, that ``path`` can be written: its folder exists and it is
+    not a folder itself."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{option} {path}: is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise InputError(f"{option} {path}: folder {target.parent} does not exist")
+
+
+def _output_folder(path: str, option: str) -> None:
+    """Check, before any long work, that ``path`` is a folder or can be made one."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{option} {path}: exists and is not a folder")
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is not a folder")
+
+
 def _cmd_backends(args) -> int:
     from nucleuseg.backends import available_backends
 
@@ -150,6 +176,11 @@ def _cmd_backends(args) -> int:
 def _cmd_train(args) -> int:
     from nucleuseg.segmenter import Segmenter
 
+    _output_file(args.out, "--out")
+    if args.resume:
+        _output_file(args.resume, "--resume")
+    if args.figures:
+        _output_folder(args.figures, "--figures")
     _, train, val = _split(args)
     print(
         f"training on {len(train)} images, validating on {len(val)} ({args.backend}, {args.preset})"
@@ -177,6 +208,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    if args.figures:
+        _output_folder(args.figures, "--figures")
     dataset, train, val = _split(args)
     subset = {"all": dataset, "train": train, "val": val}[args.split]
     seg = _load_segmenter(args)
@@ -203,6 +236,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_tune(args) -> int:
+    _output_file(args.out or args.model, "--out")
     _, _, val = _split(args)
     seg = _load_segmenter(args)
     before = seg.inference
@@ -222,6 +256,7 @@ def _cmd_tune(args) -> int:
 def _cmd_predict(args) -> int:
     from nucleuseg.data.images import read_image, write_image
 
+    _output_folder(args.out, "--out")
     seg = _load_segmenter(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,8 +272,9 @@ def _cmd_submit(args) -> int:
     from nucleuseg import rle
     from nucleuseg.data import load_dsb
 
-    seg = _load_segmenter(args)
+    _output_file(args.out, "--out")
     dataset = load_dsb(args.data, masks=False)
+    seg = _load_segmenter(args)
     preds = seg.predict_many(dataset)
     rle.write_submission(preds, args.out)
     print(

@@ -337,6 +337,41 @@ def _(tmp):
     read_image(tmp / "stack.tif")
 
 
+def tiff_with_next_page(next_offset: int | None) -> bytes:
+    """A one-page TIFF whose "next page" offset points at ``next_offset`` (its own page when
+    ``None``)."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((4, 4), np.uint8))
+    data = bytearray(buffer.getvalue())
+    (first,) = struct.unpack("<I", data[4:8])
+    (entries,) = struct.unpack("<H", data[first : first + 2])
+    struct.pack_into(
+        "<I", data, first + 2 + 12 * entries, first if next_offset is None else next_offset
+    )
+    return bytes(data)
+
+
+@case("image", "tiff-page-loop-regression", ImageReadError, r"loop\.tif: corrupt TIFF: .* loops")
+def _(tmp):
+    # Counting the pages of this file used to follow its page chain for ever.
+    read_image(write(tmp / "loop.tif", tiff_with_next_page(None)))
+
+
+@case("image", "tiff-page-loop-via-mask-regression", ImageReadError, r"m3\.tif: corrupt TIFF")
+def _(tmp):
+    root = dsb_folder(tmp / "ds")
+    write(root / "a" / "masks" / "m3.tif", tiff_with_next_page(None))
+    load_all(root)
+
+
+@case("image", "file-far-larger-than-its-pixels", ImageReadError, r"big\.png: \d+ bytes, more than")
+def _(tmp):
+    path = write(tmp / "big.png", png_bytes(np.zeros((2, 2), np.uint8)))
+    with open(path, "r+b") as handle:
+        handle.truncate(80 * 2**20)  # sparse: takes no disk space
+    read_image(path, max_pixels=4)
+
+
 @case("image", "cmyk-jpeg", ImageReadError, r"c\.jpg: images with mode CMYK are not supported")
 def _(tmp):
     Image.new("CMYK", (4, 4)).save(tmp / "c.jpg")
@@ -871,6 +906,12 @@ def _(tmp):
     load(root, labels_csv=path, masks=True)
 
 
+@case("csv", "labels-csv-with-area-overlap-policy", InputError, r"with labels_csv, overlap must")
+def _(tmp):
+    root, path = dsb_and_csv(tmp, "a,1 1,8,8\nb,1 1,8,8\n")
+    load(root, labels_csv=path, overlap="smallest")
+
+
 @case("csv", "labels-from-csv-without-shape", InputError, r"shape is required")
 def _(tmp):
     rle.labels_from_csv(rle.RLEImage(("1 1",)))
@@ -1397,19 +1438,46 @@ def _(tmp):
     return ["score", str(tmp / "sub.csv"), str(tmp / "sol.csv")]
 
 
+@case("cli", "train-out-folder-missing", InputError, r"--out .*m\.safetensors: folder .* not exist")
+def _(tmp):
+    # Refused before loading the data or training, not after hours of training.
+    root = dsb_folder(tmp / "ds")
+    return ["train", "--data", str(root), "--out", str(tmp / "nowhere" / "m.safetensors")]
+
+
+@case("cli", "train-figures-is-a-file", InputError, r"--figures .*fig: exists and is not a folder")
+def _(tmp):
+    write(tmp / "fig", "x")
+    root = dsb_folder(tmp / "ds")
+    return ["train", "--data", str(root), "--out", str(tmp / "m.st"), "--figures", str(tmp / "fig")]
+
+
+@case("cli", "predict-out-is-a-file", InputError, r"--out .*labels: exists and is not a folder")
+def _(tmp):
+    write(tmp / "labels", "x")
+    return ["predict", str(model_file(tmp)), str(tmp / "x.png"), "--out", str(tmp / "labels")]
+
+
+@case("cli", "submit-out-is-a-folder", InputError, r"--out .*sub: is a folder; give a file name")
+def _(tmp):
+    (tmp / "sub").mkdir()
+    root = dsb_folder(tmp / "ds", masks=False)
+    return ["submit", str(model_file(tmp)), "--data", str(root), "--out", str(tmp / "sub")]
+
+
 # --------------------------------------------------------------------------- the tests
 
 COUNTS: dict[str, int] = dict(Counter(c.category for c in CASES))
 """Cases per category, as collected."""
 
 MINIMUM: dict[str, int] = {
-    "image": 27,
+    "image": 30,
     "mask": 17,
     "layout": 23,
-    "csv": 59,
+    "csv": 60,
     "array": 39,
     "model": 37,
-    "cli": 12,
+    "cli": 16,
 }
 """Cases per category when last counted; the corpus may grow, never shrink."""
 

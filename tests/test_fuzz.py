@@ -17,6 +17,8 @@ import itertools
 import json
 import os
 import struct
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -226,6 +228,7 @@ def _valid_images() -> list[tuple[str, bytes]]:
         (".tif", _encode(colour, "TIFF", photometric="rgb")),
         (".tif", _encode(mask, "TIFF", compression="zlib")),
         (".tif", _encode(rng.integers(0, 65536, (12, 10, 3), dtype=np.uint16), "TIFF")),
+        (".tif", _encode(rng.integers(0, 65536, (12, 10), dtype=np.uint16), "TIFF", byteorder=">")),
     ]
 
 
@@ -405,3 +408,28 @@ def test_single_sample_planar_tiff_reads_as_a_2d_image(tmp_path):
     np.testing.assert_array_equal(image[..., 1], gray[..., 0])
     np.testing.assert_array_equal(images.read_mask(tmp_path / "s.tif"), gray[..., 0] > 0)
     assert images.read_labels(tmp_path / "s.tif").shape == (12, 10)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux", reason="uses RLIMIT_AS")
+def test_a_chunk_length_of_gigabytes_asks_for_no_memory(tmp_path):
+    """A PNG whose IDAT chunk claims 3.7 GB used to make Pillow read that much in one call: a
+    MemoryError under a memory limit (ulimit -v), a raw exception instead of a clean result."""
+    data = bytearray(_encode(np.zeros((12, 10, 3), np.uint8), "PNG"))
+    idat = data.index(b"IDAT")
+    data[idat - 4 : idat] = struct.pack(">I", 3_690_987_903)
+    path = tmp_path / "chunk.png"
+    path.write_bytes(bytes(data))
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))\n"
+        "from nucleuseg.data.images import read_image\n"
+        "from nucleuseg.errors import NucleusegError\n"
+        "try:\n"
+        "    read_image(sys.argv[1])\n"
+        "except NucleusegError:\n"
+        "    pass\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -42,6 +42,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 """Largest ``height * width`` read by default; larger files are refused before decoding."""
 
 _PIL_FORMATS = ("PNG", "JPEG", "BMP")
+_MAX_BYTES_PER_PIXEL = 8  # 16-bit RGBA stored uncompressed
+_MAX_EXTRA_BYTES = 64 * 2**20  # headers, metadata, embedded profiles and thumbnails
+_MAX_TIFF_PAGES = 16  # pages counted before a TIFF is called a stack of "at least" that many
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, IndexError)
 
@@ -278,10 +281,21 @@ def _decode(
     colour modes ``RGB``, ``RGBA`` (``;16`` suffix for 16-bit). Other modes come back with
     ``pixels`` undecoded (an empty array) so that callers can name them in their error.
     """
-    _check_file(path)
+    size = _check_file(path)
     if _is_tiff(path):
         return _decode_tiff(path, max_pixels, shape)
-    with _open_pil(path) as im:
+    if size > _MAX_BYTES_PER_PIXEL * max_pixels + _MAX_EXTRA_BYTES:
+        raise ImageReadError(
+            f"{path}: {size} bytes, more than an image of at most max_pixels={max_pixels} pixels "
+            "takes"
+        )
+    # Decoded from memory: a damaged length field (a PNG chunk claiming gigabytes) then cannot
+    # make the decoder ask for that much memory in one read.
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read file ({err.strerror or err})") from None
+    with _open_pil(path, io.BytesIO(data)) as im:
         _check_size(path, (im.height, im.width), max_pixels, shape)
         mode = im.mode
         if mode.startswith("I;16"):
@@ -338,11 +352,16 @@ def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            if len(tif.series) == 0 or len(tif.pages) == 0:
+            # Pages are counted only up to a bound: counting them all (len(tif.pages),
+            # tif.series) follows the whole chain of page offsets, which a damaged file can
+            # make endless.
+            pages = _count_pages(path, tif, _MAX_TIFF_PAGES)
+            if pages == 0:
                 raise ImageReadError(f"{path}: TIFF file holds no image")
-            if len(tif.pages) > 1:
+            if pages > 1:
+                many = f"{pages}" if pages < _MAX_TIFF_PAGES else f"at least {pages}"
                 raise ImageReadError(
-                    f"{path}: TIFF holds {len(tif.pages)} pages (a stack); expected one 2-D image"
+                    f"{path}: TIFF holds {many} pages (a stack); expected one 2-D image"
                 )
             page = tif.pages[0]
             palette = page.photometric == tifffile.PHOTOMETRIC.PALETTE
@@ -354,6 +373,21 @@ def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
     if len(page_shape) not in (2, 3):
         raise ImageReadError(f"{path}: TIFF image of shape {page_shape}; expected 2-D (+channels)")
     return page_shape, dtype, palette
+
+
+def _count_pages(path: Path, tif, limit: int) -> int:
+    """Pages of an open TIFF file, counted up to ``limit``; a chain of pages that comes back to
+    one already seen is a corrupt file."""
+    offsets = set()
+    while len(offsets) < limit:
+        try:
+            page = tif.pages[len(offsets)]
+        except IndexError:
+            break
+        if page.offset in offsets:
+            raise ImageReadError(f"{path}: corrupt TIFF: its chain of pages loops")
+        offsets.add(page.offset)
+    return len(offsets)
 
 
 def _tiff_mode(dtype: np.dtype, channels: int, palette: bool) -> str:
@@ -373,7 +407,8 @@ def _tiff_mode(dtype: np.dtype, channels: int, palette: bool) -> str:
     return name + ";16" if bits16 and channels in (3, 4) else name
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> int:
+    """The size in bytes of ``path``, which must be a non-empty file."""
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -384,6 +419,7 @@ def _check_file(path: Path) -> None:
         raise ImageReadError(f"{path}: not a file")
     if stat.st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
+    return stat.st_size
 
 
 def _is_tiff(path: Path) -> bool:
@@ -394,12 +430,13 @@ def _is_tiff(path: Path) -> bool:
         raise ImageReadError(f"{path}: cannot read file ({err.strerror or err})") from None
 
 
-def _open_pil(path: Path) -> Image.Image:
+def _open_pil(path: Path, source: io.BytesIO | None = None) -> Image.Image:
+    """Open ``path`` (or ``source``, its bytes) with Pillow, reading only the header."""
     with _OPEN_LOCK:
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
-            return Image.open(path, formats=_PIL_FORMATS)
+            return Image.open(path if source is None else source, formats=_PIL_FORMATS)
         except Image.UnidentifiedImageError:
             raise ImageReadError(
                 f"{path}: not a PNG, TIFF, JPEG or BMP image, or its header is corrupt"
