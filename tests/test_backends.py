@@ -92,3 +92,26 @@ def test_short_synthetic_run_reaches_the_floor(backend):
     seg = Segmenter(backend, preset=preset, seed=0)
     seg.fit(train, epochs=1, progress=False)
     assert seg.evaluate(test, progress=False).score > SYNTHETIC_FLOOR
+
+
+def test_starting_a_backend_prints_nothing(backend):
+    """Building a network prints nothing: no framework start-up notices (TensorFlow's C++ runtime
+    writes several before it reads its log level)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from nucleuseg.backends import build_network\n"
+        "from nucleuseg.config import get_preset\n"
+        "config = get_preset('seed').network.replace(depth=2, base_filters=2)\n"
+        f"net = build_network({backend!r}, config)\n"
+        "net.predict(np.zeros((1, 8, 8, 3), np.float32))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""

@@ -16,14 +16,12 @@ Batch norm follows Keras: the running variance is updated with the biased batch 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
 import numpy as np
-import tensorflow as tf
 
 from nucleuseg.backends import register_backend
 from nucleuseg.backends.base import (
@@ -39,6 +37,41 @@ from nucleuseg.backends.base import (
 )
 from nucleuseg.config import UNetConfig
 from nucleuseg.errors import BackendUnavailable, ConfigError
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 to ``/dev/null`` for the block.
+
+    TensorFlow's C++ runtime prints start-up notices (oneDNN on, no CUDA driver found, a failed
+    ``cuInit`` on machines without a GPU) before it reads ``TF_CPP_MIN_LOG_LEVEL``. They are hidden
+    while TensorFlow starts unless the user set ``TF_CPP_MIN_LOG_LEVEL`` to ``0`` or ``1``. Python
+    exceptions are unaffected: they propagate and print after the descriptor is restored.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _native_stderr_silenced():
+    import keras
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()  # where the runtime looks for CUDA and logs about it
+
 
 if keras.backend.backend() != "tensorflow":
     raise BackendUnavailable(
