@@ -115,3 +115,25 @@ def test_starting_a_backend_prints_nothing(backend):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_torch_dropout_drops_p_and_keeps_the_mean(p, channels_last):
+    torch = pytest.importorskip("torch", reason='pip install "nucleuseg[torch]"')
+    from nucleuseg.backends.torch_backend import _Dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(4, 8, 64, 64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    drop = _Dropout(p).train()
+    y = drop(x)
+    assert y.shape == x.shape
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 0.01  # 131,072 draws: the standard error is below 0.0013
+    assert abs(y.mean().item() - 1.0) < 0.02
+    # masks differ from call to call and element to element, and eval mode is the identity
+    assert not torch.equal(drop(x) == 0, y == 0)
+    assert torch.equal(drop.eval()(x), x)
