@@ -222,8 +222,18 @@ def _loss_step(config: UNetConfig, kind: str, params, stats, x, y):
     return loss_from_logits(logits, y, kind)
 
 
+@register_backend("flax", requires="flax", extra="flax")
 class FlaxNetwork:
-    """The ``"flax"`` backend's :class:`~nucleuseg.backends.base.Network`."""
+    """The ``"flax"`` backend's :class:`~nucleuseg.backends.base.Network`: the Flax U-Net for
+    ``config``, initialised from ``seed`` (registered as the backend's factory).
+
+    Examples
+    --------
+    >>> from nucleuseg.config import get_preset
+    >>> net = FlaxNetwork(get_preset("seed").network.replace(depth=2, base_filters=2), seed=0)
+    >>> net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape
+    (1, 8, 8, 1)
+    """
 
     def __init__(self, config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> None:
         if loss not in LOSSES:
@@ -302,17 +312,3 @@ class FlaxNetwork:
         nu = _to_trees({n: merged[f"adam.v.{n}"] for n in self._trainable}, self._trainable)
         count = jnp.asarray(int(float(state.get("adam.step", 0))), jnp.int32)
         self._opt_state = self._opt_state._replace(count=count, mu=mu["params"], nu=nu["params"])
-
-
-@register_backend("flax", requires="flax", extra="flax")
-def build(config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> FlaxNetwork:
-    """Build the Flax U-Net for ``config``, initialised from ``seed``.
-
-    Examples
-    --------
-    >>> from nucleuseg.config import get_preset
-    >>> net = build(get_preset("seed").network.replace(depth=2, base_filters=2), seed=0)
-    >>> net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape
-    (1, 8, 8, 1)
-    """
-    return FlaxNetwork(config, seed, loss)

@@ -175,8 +175,18 @@ def loss_from_logits(logits: tf.Tensor, y: tf.Tensor, kind: str) -> tf.Tensor:
     return tf.reduce_mean(bce + 1.0 - dice)
 
 
+@register_backend("keras", requires="tensorflow", extra="keras")
 class KerasNetwork:
-    """The ``"keras"`` backend's :class:`~nucleuseg.backends.base.Network`."""
+    """The ``"keras"`` backend's :class:`~nucleuseg.backends.base.Network`: the Keras U-Net for
+    ``config``, initialised from ``seed`` (registered as the backend's factory).
+
+    Examples
+    --------
+    >>> from nucleuseg.config import get_preset
+    >>> net = KerasNetwork(get_preset("seed").network.replace(depth=2, base_filters=2), seed=0)
+    >>> net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape
+    (1, 8, 8, 1)
+    """
 
     def __init__(self, config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> None:
         if loss not in LOSSES:
@@ -279,17 +289,3 @@ class KerasNetwork:
             if f"adam.m.{name}" in state:
                 m.assign(_from_canonical(name, state[f"adam.m.{name}"]))
                 v.assign(_from_canonical(name, state[f"adam.v.{name}"]))
-
-
-@register_backend("keras", requires="tensorflow", extra="keras")
-def build(config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> KerasNetwork:
-    """Build the Keras U-Net for ``config``, initialised from ``seed``.
-
-    Examples
-    --------
-    >>> from nucleuseg.config import get_preset
-    >>> net = build(get_preset("seed").network.replace(depth=2, base_filters=2), seed=0)
-    >>> net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape
-    (1, 8, 8, 1)
-    """
-    return KerasNetwork(config, seed, loss)
