@@ -5,6 +5,11 @@ DSB-style folder with the same seed and budget, keeps its best epoch by validati
 reports the validation DSB score (overall, with flip TTA, and per image kind).
 
     python benchmarks/ablate.py --data stage1_train --minutes 5.5 default batch_norm bce_only
+    python benchmarks/ablate.py --data stage1_train --epochs 10 --steps 300 foreground_only
+
+``--minutes`` gives every variant the same wall-clock budget (the cosine schedule follows it);
+``--epochs`` gives every variant the same number of optimizer steps (``--epochs`` x ``--steps``),
+which makes the comparison independent of how busy the machine is. Without either, 5.5 minutes.
 
 Runs go one after another in this process (pass ``--parallel`` to start one process per variant,
 for a machine with cores to spare). The data path comes from ``--data`` or ``NUCLEUSEG_DSB``.
@@ -47,7 +52,8 @@ def run_variant(
     name: str,
     data: str,
     labels_csv: str | None,
-    minutes: float,
+    minutes: float | None,
+    epochs: int | None,
     steps: int,
     backend: str,
     seed: int,
@@ -58,7 +64,9 @@ def run_variant(
     preset = preset.replace(training=preset.training.replace(steps_per_epoch=steps))
     seg = ns.Segmenter(backend, preset=preset, seed=seed)
     started = time.perf_counter()
-    history = seg.fit(train, validation=val, epochs=10_000, max_minutes=minutes, progress=False)
+    history = seg.fit(
+        train, validation=val, epochs=epochs or 10_000, max_minutes=minutes, progress=False
+    )
     result = seg.evaluate(val, progress=False)
     seg.inference = seg.inference.replace(tta=True)
     tta = seg.evaluate(val, progress=False).score
@@ -88,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         "$NUCLEUSEG_DSB (default: stage1_train)",
     )
     parser.add_argument("--labels-csv", help="solution CSV for an images-only folder")
-    parser.add_argument("--minutes", type=float, default=5.5, help="training budget per variant")
+    parser.add_argument("--minutes", type=float, help="wall-clock budget per variant")
+    parser.add_argument("--epochs", type=int, help="epochs per variant (of --steps steps each)")
     parser.add_argument("--steps", type=int, default=500, help="steps between validations")
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parallel", action="store_true", help="one process per variant")
     parser.add_argument("--json", action="store_true", help="print one JSON line per variant")
     args = parser.parse_args(argv)
+    if args.minutes is None and args.epochs is None:
+        args.minutes = 5.5
     try:
         args.data = str(ns.data.resolve_dsb_path(args.data))
     except ns.NucleusegError as exc:
@@ -106,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.parallel and len(args.variants) > 1:
         common = [
             f"--data={args.data}",
-            f"--minutes={args.minutes}",
+            *([f"--minutes={args.minutes}"] if args.minutes is not None else []),
+            *([f"--epochs={args.epochs}"] if args.epochs is not None else []),
             f"--steps={args.steps}",
             f"--backend={args.backend}",
             f"--seed={args.seed}",
@@ -124,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = [
             run_variant(
-                v, args.data, args.labels_csv, args.minutes, args.steps, args.backend, args.seed
+                v,
+                args.data,
+                args.labels_csv,
+                args.minutes,
+                args.epochs,
+                args.steps,
+                args.backend,
+                args.seed,
             )
             for v in args.variants
         ]
