@@ -27,7 +27,7 @@ import numpy as np
 from nucleuseg._atomic import atomic_save
 from nucleuseg.backends.base import check_weights
 from nucleuseg.config import InferenceConfig, Preset, TrainingConfig, UNetConfig
-from nucleuseg.errors import CheckpointError, ConfigError
+from nucleuseg.errors import CheckpointError, ConfigError, clip
 
 FORMAT_VERSION = 1
 _MAX_HEADER = 100 * 1024 * 1024
@@ -149,8 +149,7 @@ def _check_record(path, cls: type, data: object, where: str) -> None:
         raise CheckpointError(f"{path}: {where} must be a JSON object, got {type(data).__name__}")
     for f in dataclasses.fields(cls):
         if f.name in data and not _fits(data[f.name], str(f.type)):
-            shown = repr(data[f.name])
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            shown = clip(repr(data[f.name]))
             raise CheckpointError(f"{path}: {where}.{f.name} is {shown}, expected {f.type}")
 
 

@@ -66,3 +66,14 @@ __all__ = [
     "NucleusegError",
     "RLEError",
 ]
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters for an error message (``...`` marks the cut).
+
+    Examples
+    --------
+    >>> clip("x" * 50, 10)
+    'xxxxxxx...'
+    """
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -40,7 +40,7 @@ from typing import Literal
 import numpy as np
 
 from nucleuseg._atomic import atomic_write
-from nucleuseg.errors import CSVFormatError, InputError, MaskOverlapError, RLEError
+from nucleuseg.errors import CSVFormatError, InputError, MaskOverlapError, RLEError, clip
 from nucleuseg.masks import check_labels
 
 __all__ = [
@@ -555,9 +555,9 @@ def _parse_runs(rle: str, shape: tuple[int, int] | None) -> tuple[np.ndarray, np
     if not _VALID_RLE.fullmatch(rle) or any(len(t) > _MAX_DIGITS for t in tokens):
         for i, token in enumerate(tokens):
             if not _INTEGER.fullmatch(token):
-                raise RLEError(f"token {i + 1} ({_clip(token)!r}) is not an integer")
+                raise RLEError(f"token {i + 1} ({clip(token)!r}) is not an integer")
             if len(token) > _MAX_DIGITS:
-                raise RLEError(f"token {i + 1} ({_clip(token)}) is too large for a pixel index")
+                raise RLEError(f"token {i + 1} ({clip(token)}) is too large for a pixel index")
     if len(tokens) % 2:
         raise RLEError(
             f"{len(tokens)} numbers: an RLE is start/length pairs, so the count must be even"
@@ -593,11 +593,6 @@ def _parse_runs(rle: str, shape: tuple[int, int] | None) -> tuple[np.ndarray, np
                 f"of a {shape[0]}x{shape[1]} image"
             )
     return starts - 1, lengths
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    """``text`` cut to ``limit`` characters for an error message."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _expand_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -639,7 +634,7 @@ def _positive_int(field: str, name: str, path: Path, line: int) -> int:
     text = field.strip()
     if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS or int(text) < 1:
         raise CSVFormatError(
-            f"{path}:{line}: {name} must be a positive integer, got {_clip(field)!r}"
+            f"{path}:{line}: {name} must be a positive integer, got {clip(field)!r}"
         )
     return int(text)
 
