@@ -28,6 +28,7 @@ from nucleuseg._atomic import atomic_save
 from nucleuseg.backends.base import check_weights
 from nucleuseg.config import InferenceConfig, Preset, TrainingConfig, UNetConfig
 from nucleuseg.errors import CheckpointError, ConfigError, clip
+from nucleuseg.history import EpochRecord, History
 
 FORMAT_VERSION = 1
 _MAX_HEADER = 100 * 1024 * 1024
@@ -60,7 +61,7 @@ class TrainingState:
     best_weights: dict[str, np.ndarray]
     optimizer: dict[str, np.ndarray]
     preset: Preset
-    history: object  # nucleuseg.training.History
+    history: History
     seed: int
 
 
@@ -183,8 +184,6 @@ def _fits(value: object, annotation: str) -> bool:
 
 def _history(path, metadata: dict[str, str]) -> dict | None:
     """The training history of the metadata, checked to rebuild a History; ``None`` if absent."""
-    from nucleuseg.training import EpochRecord, History
-
     data = _json(path, metadata, "history")
     if data is None:
         return None
@@ -279,7 +278,7 @@ def write_training_state(
     path: str | os.PathLike,
     network,
     preset: Preset,
-    history,
+    history: History,
     best_weights: dict[str, np.ndarray],
     seed: int,
 ) -> None:
@@ -298,8 +297,6 @@ def write_training_state(
 
 def read_training_state(path: str | os.PathLike, config: UNetConfig) -> TrainingState:
     """Read a training-state file and check it matches the network ``config``."""
-    from nucleuseg.training import History
-
     tensors, metadata = _read(path)
     _check_dtypes(path, tensors)
     if metadata.get("kind") != "training-state":

@@ -12,19 +12,26 @@ written atomically after every epoch, and a later call with the same path contin
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from nucleuseg import checkpoint
 from nucleuseg.backends.base import Network
 from nucleuseg.config import Preset
 from nucleuseg.data.base import Dataset, Sample
+from nucleuseg.errors import CheckpointError, DatasetError
+
+# History and EpochRecord live in nucleuseg.history; importing them here keeps
+# ``from nucleuseg.training import History`` working.
+from nucleuseg.history import EpochRecord, History
 from nucleuseg.masks import make_targets
 from nucleuseg.progress import progress_bar
 from nucleuseg.transforms import (
@@ -38,71 +45,7 @@ from nucleuseg.transforms import (
     resize,
 )
 
-
-@dataclass
-class EpochRecord:
-    """What one epoch did."""
-
-    epoch: int
-    loss: float
-    score: float | None
-    learning_rate: float
-    seconds: float
-
-
-@dataclass
-class History:
-    """Loss and validation score per epoch, and where the best weights came from."""
-
-    epochs: list[EpochRecord] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_score: float | None = None
-    stopped: str = ""
-    train_seconds: float = 0.0
-
-    @property
-    def loss(self) -> list[float]:
-        """Mean training loss per epoch."""
-        return [e.loss for e in self.epochs]
-
-    @property
-    def score(self) -> list[float | None]:
-        """Validation DSB score per epoch (``None`` without validation)."""
-        return [e.score for e in self.epochs]
-
-    def to_dict(self) -> dict:
-        """JSON-able form (stored in checkpoints)."""
-        return {
-            "epochs": [vars(e) for e in self.epochs],
-            "best_epoch": self.best_epoch,
-            "best_score": self.best_score,
-            "stopped": self.stopped,
-            "train_seconds": self.train_seconds,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> History:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            epochs=[EpochRecord(**e) for e in data.get("epochs", [])],
-            best_epoch=data.get("best_epoch"),
-            best_score=data.get("best_score"),
-            stopped=data.get("stopped", ""),
-            train_seconds=float(data.get("train_seconds", 0.0)),
-        )
-
-    def __str__(self) -> str:
-        lines = ["epoch   loss    score   lr        s"]
-        for e in self.epochs:
-            score = "   -  " if e.score is None else f"{e.score:.4f}"
-            lines.append(
-                f"{e.epoch:5d}  {e.loss:.4f}  {score}  {e.learning_rate:.2e}  {e.seconds:5.1f}"
-            )
-        if self.best_epoch is not None:
-            lines.append(
-                f"best epoch {self.best_epoch} (score {self.best_score:.4f}); {self.stopped}"
-            )
-        return "\n".join(lines)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,16 +63,12 @@ def prepare(dataset: Dataset, progress: bool = True) -> list[TrainItem]:
     for sample in progress_bar(dataset, "loading", enable=progress, total=len(dataset)):
         items.append(_item(sample))
     if not items:
-        from nucleuseg.errors import DatasetError
-
         raise DatasetError(f"{dataset.name}: no labelled images to train on")
     return items
 
 
 def _item(sample: Sample) -> TrainItem:
     if sample.labels is None:
-        from nucleuseg.errors import DatasetError
-
         raise DatasetError(f"{sample.image_id}: has no labels, cannot train on it")
     image = as_rgb(sample.image)
     return TrainItem(image, normalization_stats(image), sample.labels)
@@ -234,25 +173,34 @@ def train(
         schedule then follows the budget rather than the epoch count.
     seed : int
         Seeds the batches of every epoch (a resumed run reproduces them).
+    progress : bool
+        Show progress bars (loading, and the steps of each epoch).
     resume_path : path, optional
-        Training-state file written after every epoch and read at the start if it exists.
+        Training-state file written after every epoch and read at the start if it exists. A
+        file written with another ``seed`` or ``preset`` is refused.
     log : callable, optional
-        Receives one line per epoch (default: print when ``progress``).
-    """
-    from nucleuseg import checkpoint
+        Receives the line of each epoch (and the "resuming" line) instead of the
+        ``nucleuseg.training`` logger, which logs them at ``INFO`` level.
 
-    log = log or (print if progress else (lambda _msg: None))
+    Raises
+    ------
+    CheckpointError
+        If ``resume_path`` exists but is not a training state of this network, or was written
+        with another seed or preset.
+    """
+    say = log or logger.info
     history = History()
     best_weights: dict[str, np.ndarray] | None = None
     start_epoch = 1
     if resume_path is not None and Path(resume_path).exists():
         state = checkpoint.read_training_state(resume_path, network.config)
+        _check_resume(resume_path, state, preset, seed)
         network.set_weights(state.weights)
         network.set_optimizer_state(state.optimizer)
         history, best_weights = state.history, state.best_weights
         history.stopped = ""
         start_epoch = len(history.epochs) + 1
-        log(f"resuming {resume_path} at epoch {start_epoch}")
+        say(f"resuming {resume_path} at epoch {start_epoch}")
     items = prepare(train_set, progress)
     steps = preset.training.steps_per_epoch
     budget = None if max_minutes is None else 60.0 * max_minutes
@@ -294,7 +242,7 @@ def train(
         else:
             stale += 1
         score_text = "-" if score is None else f"{score:.4f}"
-        log(f"epoch {epoch}: loss {np.mean(losses):.4f}  val score {score_text}  ({seconds:.0f} s)")
+        say(f"epoch {epoch}: loss {np.mean(losses):.4f}  val score {score_text}  ({seconds:.0f} s)")
         if stale >= preset.training.patience:
             history.stopped = f"no improvement for {stale} epochs"
         elif epoch == epochs:
@@ -311,3 +259,34 @@ def train(
     if best_weights is not None:
         network.set_weights(best_weights)
     return history
+
+
+def _check_resume(
+    path: str | Path, state: checkpoint.TrainingState, preset: Preset, seed: int
+) -> None:
+    """Raise CheckpointError unless the training state at ``path`` was written by a run with
+    this ``seed`` and this ``preset`` (a resumed run must continue the same run)."""
+    restart = "or give another resume file (--resume) to start a new run"
+    if state.seed != seed:
+        raise CheckpointError(
+            f"{path}: this training state was written with seed {state.seed}, not {seed}; "
+            f"resume with the same seed (--seed {state.seed}), {restart}"
+        )
+    if state.preset != preset:
+        changes = "; ".join(_differences(state.preset.to_dict(), preset.to_dict()))
+        raise CheckpointError(
+            f"{path}: this training state was written with another preset ({changes}); resume "
+            f"with the preset it was written with ({state.preset.name!r}), {restart}"
+        )
+
+
+def _differences(written: dict, given: dict, where: str = "") -> list[str]:
+    """``"key: A in the file, B now"`` for each leaf where two nested dicts differ."""
+    out = []
+    for key in sorted(set(written) | set(given)):
+        a, b = written.get(key), given.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{where}{key}.")
+        elif a != b:
+            out.append(f"{where}{key}: {a!r} in the file, {b!r} now")
+    return out

@@ -393,7 +393,7 @@ def plot_history(history):
 
     Parameters
     ----------
-    history : nucleuseg.training.History
+    history : nucleuseg.history.History
         What :meth:`nucleuseg.Segmenter.fit` returned (or ``segmenter.history``).
 
     Returns

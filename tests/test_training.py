@@ -1,10 +1,14 @@
 """The backend-agnostic training loop on a few synthetic steps."""
 
+import logging
+
 import numpy as np
 import pytest
 
 from nucleuseg.backends import build_network
+from nucleuseg.config import Preset
 from nucleuseg.data import make_synthetic
+from nucleuseg.errors import CheckpointError
 from nucleuseg.training import History, batches, learning_rate, make_example, prepare, train
 
 
@@ -103,3 +107,85 @@ def test_resume_continues_exactly(synthetic, tiny_preset, tmp_path):
     assert [e.epoch for e in history.epochs] == [1, 2, 3]
     a, b = full.get_weights(), resumed.get_weights()
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
+
+
+def _state_after_one_epoch(synthetic, preset, path, seed):
+    net = build_network("torch", preset.network, 0)
+    train(net, synthetic, preset, epochs=1, progress=False, seed=seed, resume_path=path)
+    return path.read_bytes()
+
+
+def test_resume_with_another_seed_is_refused(synthetic, tiny_preset, tmp_path):
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    path = tmp_path / "state.safetensors"
+    written = _state_after_one_epoch(synthetic, tiny_preset, path, seed=4)
+    net = build_network("torch", tiny_preset.network, 0)
+    with pytest.raises(CheckpointError, match=r"seed 4, not 5.*--seed 4.*another resume file"):
+        train(net, synthetic, tiny_preset, epochs=2, progress=False, seed=5, resume_path=path)
+    assert path.read_bytes() == written
+
+
+def test_resume_with_another_preset_is_refused(synthetic, tiny_preset, tmp_path):
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    path = tmp_path / "state.safetensors"
+    written = _state_after_one_epoch(synthetic, tiny_preset, path, seed=4)
+    recipe = tiny_preset.replace(training=tiny_preset.training.replace(learning_rate=5e-4))
+    net = build_network("torch", tiny_preset.network, 0)
+    with pytest.raises(CheckpointError) as caught:
+        train(net, synthetic, recipe, epochs=2, progress=False, seed=4, resume_path=path)
+    message = str(caught.value)
+    assert "another preset" in message and "another resume file" in message
+    assert "training.learning_rate: 0.001 in the file, 0.0005 now" in message
+    assert "crop" not in message
+    assert path.read_bytes() == written
+    # the inference settings are part of the preset too
+    tuned = tiny_preset.replace(inference=tiny_preset.inference.replace(threshold=0.4))
+    with pytest.raises(CheckpointError, match=r"inference\.threshold: 0\.5 in the file, 0\.4"):
+        train(net, synthetic, tuned, epochs=2, progress=False, seed=4, resume_path=path)
+
+
+def test_resume_with_the_same_seed_and_preset_continues(synthetic, tiny_preset, tmp_path):
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    path = tmp_path / "state.safetensors"
+    _state_after_one_epoch(synthetic, tiny_preset, path, seed=4)
+    same = Preset.from_json(tiny_preset.to_json())  # an equal preset, not the same object
+    net = build_network("torch", tiny_preset.network, 0)
+    history = train(net, synthetic, same, epochs=2, progress=False, seed=4, resume_path=path)
+    assert [e.epoch for e in history.epochs] == [1, 2]
+
+
+def test_epoch_lines_go_to_the_logger_not_stdout(synthetic, tiny_preset, tmp_path, caplog, capsys):
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    path = tmp_path / "state.safetensors"
+    _state_after_one_epoch(synthetic, tiny_preset, path, seed=0)
+    net = build_network("torch", tiny_preset.network, 0)
+    with caplog.at_level(logging.INFO, logger="nucleuseg"):
+        train(net, synthetic, tiny_preset, epochs=2, progress=False, resume_path=path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "nucleuseg.training"]
+    assert lines[0] == f"resuming {path} at epoch 2"
+    assert lines[1].startswith("epoch 2: loss ") and "val score -" in lines[1]
+    assert capsys.readouterr().out == ""
+    received = []
+    caplog.clear()
+    train(net, synthetic, tiny_preset, epochs=1, progress=False, log=received.append)
+    assert [line.split(":")[0] for line in received] == ["epoch 1"]
+    assert not [r for r in caplog.records if r.name == "nucleuseg.training"]
+
+
+def test_the_command_line_shows_info_lines_while_a_command_runs(monkeypatch, capsys):
+    from nucleuseg import cli
+
+    package = logging.getLogger("nucleuseg")
+    assert any(isinstance(h, logging.NullHandler) for h in package.handlers)
+    before = list(package.handlers)
+
+    def command(args):
+        logging.getLogger("nucleuseg.training").info("epoch 1: loss 0.5000")
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "backends", command)
+    assert cli.main(["backends"]) == 0
+    assert capsys.readouterr().out == "epoch 1: loss 0.5000\n"
+    assert package.handlers == before
+    logging.getLogger("nucleuseg.training").info("after the command")
+    assert capsys.readouterr().out == ""
