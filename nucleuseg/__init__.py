@@ -13,6 +13,8 @@ Examples
 
 from __future__ import annotations
 
+import logging
+
 from nucleuseg import config, data, errors, masks, metrics, rle
 from nucleuseg.backends import available_backends, register_backend
 from nucleuseg.config import PRESETS, InferenceConfig, Preset, TrainingConfig, UNetConfig
@@ -20,6 +22,8 @@ from nucleuseg.errors import NucleusegError
 from nucleuseg.segmenter import Segmenter
 
 __version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # shown only where configured
 
 __all__ = [
     "PRESETS",

@@ -9,6 +9,7 @@ documents each.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -347,7 +348,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``nucleuseg`` command; returns the exit status."""
+    """Entry point of the ``nucleuseg`` command; returns the exit status.
+
+    While a command runs, the library's ``INFO`` messages (the line of each training epoch, the
+    demo's report) are shown on standard output as plain lines.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -358,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    logger = logging.getLogger("nucleuseg")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except NucleusegError as exc:
@@ -371,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":  # pragma: no cover
