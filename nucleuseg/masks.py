@@ -20,8 +20,10 @@ from scipy import ndimage as ndi
 
 from nucleuseg.errors import InputError, MaskOverlapError
 
-OverlapPolicy = Literal["error", "first", "last", "smallest", "largest"]
+MaskOverlapPolicy = Literal["error", "first", "last", "smallest", "largest"]
+"""How :func:`merge_masks` resolves masks that share pixels (see its ``overlap``)."""
 OVERLAP_POLICIES: tuple[str, ...] = ("error", "first", "last", "smallest", "largest")
+"""The values of :data:`MaskOverlapPolicy`."""
 
 TARGET_CHANNELS: tuple[str, ...] = ("foreground", "contour", "touching")
 """Names of the channels :func:`make_targets` returns, in order."""
@@ -56,7 +58,7 @@ def check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
 
 def merge_masks(
     masks: Sequence[np.ndarray] | np.ndarray,
-    overlap: OverlapPolicy = "error",
+    overlap: MaskOverlapPolicy = "error",
     shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Merge per-nucleus binary masks into one label image.

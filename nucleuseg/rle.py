@@ -56,7 +56,9 @@ __all__ = [
     "write_submission",
 ]
 
-OverlapPolicy = Literal["error", "first", "last"]
+RLEOverlapPolicy = Literal["error", "first", "last"]
+"""How :func:`decode_labels` resolves encodings that share pixels: the policies of
+:data:`nucleuseg.masks.MaskOverlapPolicy` that need no mask areas, with the same meanings."""
 _OVERLAP_POLICIES = ("error", "first", "last")
 
 _REQUIRED_COLUMNS = ("ImageId", "EncodedPixels")
@@ -207,7 +209,7 @@ def encode_labels(labels: np.ndarray) -> dict[int, str]:
 def decode_labels(
     rles: Sequence[str],
     shape: tuple[int, int],
-    overlap: OverlapPolicy = "error",
+    overlap: RLEOverlapPolicy = "error",
 ) -> np.ndarray:
     """Decode a list of per-nucleus encodings into one label image.
 
@@ -469,7 +471,7 @@ def write_solution(labels: Mapping[str, np.ndarray], path: str | os.PathLike) ->
 def labels_from_csv(
     entry: RLEImage,
     shape: tuple[int, int] | None = None,
-    overlap: OverlapPolicy = "error",
+    overlap: RLEOverlapPolicy = "error",
 ) -> np.ndarray:
     """Decode one image of :func:`read_rle_csv` into a label image.
 

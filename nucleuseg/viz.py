@@ -293,7 +293,7 @@ def plot_samples(
             outlined = draw_outlines(sample.image, sample.labels, width=width, fill=0.3)
             axes[r + 1, c].imshow(outlined)
             count = np.count_nonzero(np.unique(sample.labels))
-            axes[r + 1, c].set_title(_nuclei(count), fontsize=8)
+            axes[r + 1, c].set_title(_count_label(count), fontsize=8)
     return fig
 
 
@@ -349,11 +349,11 @@ def plot_predictions(
             ),
             (
                 draw_outlines(sample.image, sample.labels, true_colors, width=width, fill=0.2),
-                f"ground truth: {_nuclei(len(true_colors))}\n{missed} missed",
+                f"ground truth: {_count_label(len(true_colors))}\n{missed} missed",
             ),
             (
                 draw_outlines(sample.image, pred, pred_colors, width=width, fill=0.2),
-                f"prediction: {_nuclei(len(pred_colors))}\n{false} false, DSB score {score.score:.2f}",
+                f"prediction: {_count_label(len(pred_colors))}\n{false} false, DSB score {score.score:.2f}",
             ),
         )
         for ax, (picture, title) in zip(axes[row], panels, strict=True):
@@ -370,7 +370,8 @@ def plot_predictions(
     return fig
 
 
-def _nuclei(count: int) -> str:
+def _count_label(count: int) -> str:
+    """``"1 nucleus"``, ``"3 nuclei"``: a count for a panel title."""
     return f"{count} nucleus" if count == 1 else f"{count} nuclei"
 
 

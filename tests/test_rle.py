@@ -179,6 +179,27 @@ def test_decode_labels_overlap_policies():
         decode_labels(rles, (2, 2), overlap="smallest")
 
 
+def test_rle_overlap_policies_are_mask_policies_with_the_same_meanings():
+    from typing import get_args
+
+    from nucleuseg import masks, rle
+
+    assert get_args(masks.MaskOverlapPolicy) == masks.OVERLAP_POLICIES
+    policies = get_args(rle.RLEOverlapPolicy)
+    assert set(policies) < set(masks.OVERLAP_POLICIES)
+    a = np.array([[1, 1, 0], [0, 1, 0]], bool)
+    b = np.array([[0, 1, 1], [0, 1, 1]], bool)
+    for policy in policies:
+        if policy == "error":
+            with pytest.raises(MaskOverlapError):
+                decode_labels([encode(a), encode(b)], a.shape, overlap=policy)
+            with pytest.raises(MaskOverlapError):
+                masks.merge_masks([a, b], overlap=policy)
+            continue
+        from_rles = decode_labels([encode(a), encode(b)], a.shape, overlap=policy)
+        assert np.array_equal(from_rles, masks.merge_masks([a, b], overlap=policy))
+
+
 def test_decode_labels_names_the_bad_encoding():
     with pytest.raises(RLEError, match="RLE 2: run 1"):
         decode_labels(["1 1", "0 1"], (2, 2))
