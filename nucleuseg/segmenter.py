@@ -111,7 +111,7 @@ class Segmenter:
         max_minutes : float, optional
             Wall-clock budget; training stops at the end of the epoch that spends it.
         progress : bool
-            Show progress bars and one line per epoch.
+            Show progress bars (the line of each epoch goes to the ``nucleuseg.training`` logger).
         resume : path, optional
             Training-state file: written after every epoch, continued from if it exists.
 
