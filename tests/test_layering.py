@@ -5,6 +5,8 @@
 - ``nucleuseg.data`` reads and makes images: it knows no backend, no Segmenter, no command line.
 - ``nucleuseg.backends`` knows only its contract: no data, no Segmenter, no post-processing, no
   training loop, no command line.
+- ``nucleuseg.checkpoint`` and ``nucleuseg.history`` know no training loop: the loop imports
+  them, so the other way round would be a cycle.
 
 Every ``import`` and ``from ... import`` statement counts, also those inside functions (where the
 package imports lazily) and under ``TYPE_CHECKING``; relative imports are resolved. A rule names
@@ -71,6 +73,11 @@ RULES = (
             "nucleuseg.training",
             "nucleuseg.cli",
         ),
+    ),
+    Rule(
+        "model files and histories know no training loop (which imports them)",
+        ("nucleuseg.checkpoint", "nucleuseg.history"),
+        ("nucleuseg.training", "nucleuseg.segmenter", "nucleuseg.cli"),
     ),
 )
 
@@ -173,6 +180,7 @@ def test_the_rules_catch_violations():
     assert not violations("from nucleuseg.backends import build_network\n", "nucleuseg.segmenter")
     assert not violations("import torchvision\n", "nucleuseg.masks")  # a prefix, not a substring
     assert not violations("from nucleuseg.datasets import x\n", "nucleuseg.backends.base")
+    assert violations("from nucleuseg.training import History\n", "nucleuseg.checkpoint")
 
 
 def test_relative_imports_are_resolved():
