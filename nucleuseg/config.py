@@ -37,6 +37,7 @@ ACTIVATIONS = ("relu", "elu")
 NORMALIZATIONS = ("none", "batch")
 UPSAMPLINGS = ("transpose", "nearest")
 POSTPROCESSINGS = ("components", "watershed")
+LOSSES = ("bce", "bce_dice")
 
 
 class _Replaceable:
@@ -174,7 +175,7 @@ class TrainingConfig(_Replaceable):
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.loss not in ("bce", "bce_dice"):
+        if self.loss not in LOSSES:
             raise ConfigError(f"loss must be 'bce' or 'bce_dice', got {self.loss!r}")
         low, high = (float(v) for v in self.scale_range)
         if not 0 < low <= high:
