@@ -3,7 +3,8 @@
 The network is any callable ``predict(batch) -> probabilities`` on NHWC ``float32`` arrays
 (a backend's :meth:`~nucleuseg.backends.base.Network.predict`). Images up to ``tile`` pixels on a
 side are predicted whole; larger ones in overlapping tiles whose outputs are blended with weights
-that fall off towards each tile's edge, so no seam shows.
+that fall off towards each tile's edge, so no seam shows. The pipeline around this (normalisation,
+resizing, auto-scale, batches of images, post-processing) is :mod:`nucleuseg.inference`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,24 @@ import numpy as np
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
 FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (False, True), (True, False), (True, True))
+
+TILES_PER_CALL = 4
+"""Tiles per network call in :func:`predict_tiled` (and the pixels of that many full tiles bound
+the images per call of :func:`nucleuseg.inference.predict_batch`)."""
+
+
+def padded_shape(height: int, width: int, multiple: int, minimum: int = 0) -> tuple[int, int]:
+    """The ``(H, W)`` that :func:`pad_to_multiple` pads an ``height x width`` image to.
+
+    Examples
+    --------
+    >>> padded_shape(5, 17, 16)
+    (16, 32)
+    """
+    return (
+        max(minimum, -(-height // multiple) * multiple),
+        max(minimum, -(-width // multiple) * multiple),
+    )
 
 
 def pad_to_multiple(
@@ -31,8 +50,7 @@ def pad_to_multiple(
     ((16, 32, 3), (5, 17))
     """
     height, width = x.shape[:2]
-    target_h = max(minimum, -(-height // multiple) * multiple)
-    target_w = max(minimum, -(-width // multiple) * multiple)
+    target_h, target_w = padded_shape(height, width, multiple, minimum)
     padded = x
     # "symmetric" works for any size; repeat while the padding exceeds the image.
     while padded.shape[0] < target_h or padded.shape[1] < target_w:
@@ -70,6 +88,45 @@ def _blend_window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp)[..., None]
 
 
+def tile_size(tile: int, multiple: int) -> int:
+    """The tile side actually used: ``tile`` rounded down to a multiple of ``multiple``.
+
+    An image whose padded sides are both at most this is predicted whole, in one window.
+
+    Examples
+    --------
+    >>> tile_size(1000, 16), tile_size(8, 16)
+    (992, 16)
+    """
+    return max(multiple, tile // multiple * multiple)
+
+
+def predict_flips(predict: PredictFn, batch: np.ndarray, tta: bool = False) -> np.ndarray:
+    """``predict(batch)``, or with ``tta`` the mean over the four flips of the batch.
+
+    Each flipped prediction is flipped back before averaging, so the result lines up with
+    ``batch``.
+
+    Examples
+    --------
+    >>> net = lambda b: b[..., :1] * np.arange(b.shape[2])[None, None, :, None]  # a ramp
+    >>> batch = np.ones((1, 2, 3, 3), np.float32)
+    >>> predict_flips(net, batch)[0, 0, :, 0].tolist()
+    [0.0, 1.0, 2.0]
+    >>> predict_flips(net, batch, tta=True)[0, 0, :, 0].tolist()  # the flips average it away
+    [1.0, 1.0, 1.0]
+    """
+    flips = FLIPS if tta else FLIPS[:1]
+    probs = None
+    for flip_y, flip_x in flips:
+        axes = tuple(a for a, f in ((1, flip_y), (2, flip_x)) if f)
+        flipped = np.flip(batch, axes) if axes else batch
+        p = predict(np.ascontiguousarray(flipped))
+        p = np.flip(p, axes) if axes else p
+        probs = p if probs is None else probs + p
+    return probs / len(flips)
+
+
 def predict_tiled(
     predict: PredictFn,
     x: np.ndarray,
@@ -77,7 +134,7 @@ def predict_tiled(
     tile: int = 512,
     overlap: int = 64,
     tta: bool = False,
-    batch_size: int = 4,
+    batch_size: int = TILES_PER_CALL,
 ) -> np.ndarray:
     """Probabilities for one normalised ``(H, W, C)`` image of any size.
 
@@ -94,6 +151,8 @@ def predict_tiled(
         multiple of ``multiple``.
     tta : bool
         Average over the four flips.
+    batch_size : int
+        Tiles per network call.
 
     Examples
     --------
@@ -102,7 +161,7 @@ def predict_tiled(
     >>> out.shape
     (70, 45, 1)
     """
-    tile = max(multiple, tile // multiple * multiple)
+    tile = tile_size(tile, multiple)
     padded, (height, width) = pad_to_multiple(x, multiple)
     ph, pw = padded.shape[:2]
     tile_h, tile_w = min(tile, ph), min(tile, pw)
@@ -113,21 +172,13 @@ def predict_tiled(
         weight = np.ones((tile_h, tile_w, 1), np.float32)
     else:
         weight = _blend_window(tile, overlap)[:tile_h, :tile_w]
-    flips = FLIPS if tta else FLIPS[:1]
 
     out = None
     total = np.zeros((ph, pw, 1), np.float32)
     for start in range(0, len(windows), batch_size):
         chunk = windows[start : start + batch_size]
         batch = np.stack([padded[y : y + tile_h, x0 : x0 + tile_w] for y, x0 in chunk])
-        probs = None
-        for flip_y, flip_x in flips:
-            axes = tuple(a for a, f in ((1, flip_y), (2, flip_x)) if f)
-            flipped = np.flip(batch, axes) if axes else batch
-            p = predict(np.ascontiguousarray(flipped))
-            p = np.flip(p, axes) if axes else p
-            probs = p if probs is None else probs + p
-        probs = probs / len(flips)
+        probs = predict_flips(predict, batch, tta)
         if out is None:
             out = np.zeros((ph, pw, probs.shape[-1]), np.float32)
         for (y, x0), p in zip(chunk, probs, strict=True):

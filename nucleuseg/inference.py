@@ -1,0 +1,268 @@
+"""The one inference path: images in, probabilities or instance labels out, for any network.
+
+Whatever runs the network (a backend's :meth:`~nucleuseg.backends.base.Network.predict`, an
+exported model, a test's stand-in), prediction is the same few steps, written once here and
+shared by :class:`~nucleuseg.Segmenter`, batches of images and blocks of big images:
+
+1. the image is validated and normalised (:func:`nucleuseg.transforms.normalize`);
+2. a preset that trains on resized images (``training.resize``, as ``seed`` does) resizes it to
+   that size;
+3. it is mirror-padded to the network's multiple and predicted whole, or in overlapping tiles
+   when a side exceeds ``inference.tile`` (:mod:`nucleuseg.tiling`); with ``inference.tta``
+   every prediction is the mean over the four flips. Images that share a padded shape are
+   stacked and predicted together, several per network call (:func:`predict_batch`);
+4. resized predictions are resized back to the image; otherwise, with ``inference.auto_scale``,
+   an image whose median nucleus radius is far from ``inference.target_radius`` is predicted once
+   more at the scale that brings it there (:func:`rescale_factor`), and that prediction is
+   resized back;
+5. :func:`nucleuseg.postprocess.to_instances` turns the probabilities into instance labels
+   (:func:`predict_labels`).
+
+The network is a :data:`~nucleuseg.tiling.PredictFn`: an NHWC ``float32`` batch in (sides
+multiples of ``preset.network.multiple``), NHWC probabilities out. The module imports no
+framework.
+
+Examples
+--------
+>>> import numpy as np
+>>> from nucleuseg.config import get_preset
+>>> preset = get_preset("default")
+>>> net = lambda batch: batch[..., :3]  # a stand-in: three "probability" channels
+>>> image = np.zeros((40, 50), np.uint8); image[10:20, 10:20] = 200
+>>> predict_probabilities(net, image, preset).shape
+(40, 50, 3)
+>>> [p.shape for p in predict_batch(net, [image, image[:30]], preset)]
+[(40, 50, 3), (30, 50, 3)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from nucleuseg.config import InferenceConfig, Preset
+from nucleuseg.errors import InputError
+from nucleuseg.postprocess import to_instances
+from nucleuseg.tiling import (
+    TILES_PER_CALL,
+    PredictFn,
+    pad_to_multiple,
+    padded_shape,
+    predict_flips,
+    predict_tiled,
+    tile_size,
+)
+from nucleuseg.transforms import NormalizationStats, as_rgb, normalize, resize
+
+BATCH_SIZE = 8
+"""Images per network call by default when several share a shape (see :func:`predict_batch`)."""
+
+
+def predict_probabilities(
+    predict: PredictFn,
+    image: np.ndarray,
+    preset: Preset,
+    *,
+    stats: NormalizationStats | None = None,
+) -> np.ndarray:
+    """Per-pixel probabilities ``(H, W, C)`` (foreground first) for one image of any size.
+
+    Parameters
+    ----------
+    predict : callable
+        NHWC ``float32`` batch -> NHWC probabilities (:data:`~nucleuseg.tiling.PredictFn`).
+    image : numpy.ndarray
+        ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``, any integer or float dtype.
+    preset : Preset
+        The network's size multiple, the training resize and the inference settings.
+    stats : NormalizationStats, optional
+        Normalise with these instead of the image's own statistics (for a block of a larger
+        image, so that every block is normalised alike).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, C)`` ``float32`` in ``[0, 1]``.
+
+    Raises
+    ------
+    InputError
+        If ``image`` is not an image (see :func:`nucleuseg.transforms.as_rgb`).
+
+    Examples
+    --------
+    >>> from nucleuseg.config import get_preset
+    >>> net = lambda batch: batch[..., :1]
+    >>> predict_probabilities(net, np.ones((5, 7), np.uint8), get_preset("seed")).shape
+    (5, 7, 1)
+    """
+    x = normalize(as_rgb(image), stats)
+    return _predict_normalised(predict, [x], preset, 1)[0]
+
+
+def predict_labels(
+    predict: PredictFn,
+    image: np.ndarray,
+    preset: Preset,
+    *,
+    stats: NormalizationStats | None = None,
+) -> np.ndarray:
+    """Instance labels ``(H, W)`` ``int32`` (0 = background) for one image of any size.
+
+    :func:`predict_probabilities` followed by :func:`nucleuseg.postprocess.to_instances` under
+    ``preset.inference``; the arguments are those of :func:`predict_probabilities`.
+
+    Examples
+    --------
+    >>> from nucleuseg.config import get_preset
+    >>> image = np.zeros((30, 30), np.uint8); image[5:12, 5:12] = 200; image[18:26, 15:25] = 200
+    >>> labels = predict_labels(lambda batch: batch[..., :3], image, get_preset("default"))
+    >>> labels.dtype, int(labels.max())
+    (dtype('int32'), 2)
+    """
+    probs = predict_probabilities(predict, image, preset, stats=stats)
+    return to_instances(probs, preset.inference)
+
+
+def predict_batch(
+    predict: PredictFn,
+    images: Sequence[np.ndarray],
+    preset: Preset,
+    *,
+    batch_size: int = BATCH_SIZE,
+) -> list[np.ndarray]:
+    """Probabilities for several images, predicting those that share a shape together.
+
+    Each result is what :func:`predict_probabilities` gives for that image alone (to float32
+    round-off of the network): images are grouped by their padded shape and each group is
+    predicted up to ``batch_size`` images per network call, fewer where the call would exceed
+    the pixels of :data:`~nucleuseg.tiling.TILES_PER_CALL` full tiles. Images larger than
+    ``inference.tile`` are predicted alone, their tiles batched as :func:`~nucleuseg.tiling.
+    predict_tiled` does.
+
+    Parameters
+    ----------
+    predict : callable
+        NHWC ``float32`` batch -> NHWC probabilities.
+    images : sequence of numpy.ndarray
+        Images as :func:`predict_probabilities` takes them, of any sizes.
+    preset : Preset
+        The network's size multiple, the training resize and the inference settings.
+    batch_size : int
+        Most images per network call.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``(H, W, C)`` ``float32`` probabilities, in the order of ``images``.
+
+    Raises
+    ------
+    InputError
+        If ``batch_size`` is not a positive integer, or an image is not an image (the message
+        names ``images[i]``).
+
+    Examples
+    --------
+    >>> from nucleuseg.config import get_preset
+    >>> calls = []
+    >>> def net(batch):
+    ...     calls.append(len(batch))
+    ...     return batch[..., :3]
+    >>> images = [np.zeros((60, 60)), np.ones((64, 50)), np.zeros((20, 30))]
+    >>> [p.shape[:2] for p in predict_batch(net, images, get_preset("default"))]
+    [(60, 60), (64, 50), (20, 30)]
+    >>> calls  # the two images padded to 64 x 64 went in one call
+    [2, 1]
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}")
+    xs = [normalize(as_rgb(image, f"images[{i}]")) for i, image in enumerate(images)]
+    return _predict_normalised(predict, xs, preset, int(batch_size))
+
+
+def rescale_factor(probs: np.ndarray, inference: InferenceConfig) -> float:
+    """The zoom that brings the median nucleus of ``probs`` to ``inference.target_radius``.
+
+    1.0 when ``inference.auto_scale`` is off, when nothing is found, or when the median radius
+    already lies within ``target_radius / 1.5 .. target_radius * 1.5``; otherwise
+    ``target_radius / radius`` kept within ``0.5 .. 2``.
+
+    Examples
+    --------
+    >>> from nucleuseg.config import InferenceConfig
+    >>> probs = np.zeros((64, 64, 1), np.float32); probs[10:16, 10:16] = 0.9  # a 6 x 6 nucleus
+    >>> rescale_factor(probs, InferenceConfig(auto_scale=True, target_radius=10.0, min_size=0))
+    2.0
+    >>> rescale_factor(probs, InferenceConfig(auto_scale=False))
+    1.0
+    """
+    if not inference.auto_scale:
+        return 1.0
+    labels = to_instances(probs, inference)
+    if labels.max() == 0:
+        return 1.0
+    areas = np.bincount(labels.ravel())[1:]
+    radius = float(np.sqrt(np.median(areas[areas > 0]) / np.pi))
+    target = inference.target_radius
+    if target / 1.5 <= radius <= target * 1.5:
+        return 1.0
+    return float(np.clip(target / radius, 0.5, 2.0))
+
+
+def _predict_normalised(
+    predict: PredictFn, xs: list[np.ndarray], preset: Preset, batch_size: int
+) -> list[np.ndarray]:
+    """Steps 2 to 4 of the module docstring for normalised ``(H, W, 3)`` images."""
+    size = preset.training.resize
+    if size:
+        small = [resize(x, (size, size), order=1) for x in xs]
+        probs = _predict_arrays(predict, small, preset, batch_size)
+        return [_resize_back(p, x.shape[:2]) for p, x in zip(probs, xs, strict=True)]
+    probs = _predict_arrays(predict, xs, preset, batch_size)
+    factors = [rescale_factor(p, preset.inference) for p in probs]
+    again = [i for i, factor in enumerate(factors) if factor != 1.0]
+    if again:
+        scaled = [resize(xs[i], _scaled_shape(xs[i], factors[i]), order=1) for i in again]
+        for i, p in zip(again, _predict_arrays(predict, scaled, preset, batch_size), strict=True):
+            probs[i] = _resize_back(p, xs[i].shape[:2])
+    return probs
+
+
+def _predict_arrays(
+    predict: PredictFn, xs: list[np.ndarray], preset: Preset, batch_size: int
+) -> list[np.ndarray]:
+    """Probabilities at the arrays' own size: same-shape groups batched, large ones tiled."""
+    multiple = preset.network.multiple
+    inference = preset.inference
+    whole = tile_size(inference.tile, multiple)  # padded sides up to this: one window
+    out: list[np.ndarray | None] = [None] * len(xs)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, x in enumerate(xs):
+        shape = padded_shape(x.shape[0], x.shape[1], multiple)
+        if max(shape) <= whole:
+            groups.setdefault(shape, []).append(i)
+        else:
+            out[i] = predict_tiled(
+                predict, x, multiple, inference.tile, inference.overlap, inference.tta
+            )
+    for (height, width), members in groups.items():
+        per_call = max(1, min(batch_size, TILES_PER_CALL * whole * whole // (height * width)))
+        for start in range(0, len(members), per_call):
+            chunk = members[start : start + per_call]
+            batch = np.stack([pad_to_multiple(xs[i], multiple)[0] for i in chunk])
+            probs = predict_flips(predict, batch, inference.tta)
+            for i, p in zip(chunk, probs, strict=True):
+                out[i] = p[: xs[i].shape[0], : xs[i].shape[1]].astype(np.float32)
+    return out  # type: ignore[return-value]
+
+
+def _scaled_shape(x: np.ndarray, factor: float) -> tuple[int, int]:
+    return max(1, round(x.shape[0] * factor)), max(1, round(x.shape[1] * factor))
+
+
+def _resize_back(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return np.clip(resize(probs, shape, order=1), 0.0, 1.0)
