@@ -14,7 +14,7 @@ dtype('int32')
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -22,14 +22,20 @@ from nucleuseg import checkpoint, metrics
 from nucleuseg.backends import build_network
 from nucleuseg.backends.base import Network
 from nucleuseg.config import InferenceConfig, Preset, UNetConfig, get_preset
-from nucleuseg.data.base import Dataset, Sample
+from nucleuseg.data.base import Dataset, Sample, in_memory
 from nucleuseg.errors import BackendUnavailable
+from nucleuseg.inference import BATCH_SIZE, predict_batch, predict_labels, predict_probabilities
 from nucleuseg.postprocess import to_instances
 from nucleuseg.progress import progress_bar
-from nucleuseg.tiling import predict_tiled
 from nucleuseg.training import History, train
-from nucleuseg.transforms import as_rgb, normalize, resize
 from nucleuseg.tuning import TuningResult, tune_postprocessing
+
+# Images read ahead by predict_many, evaluate and tune so that same-shape ones can share network
+# calls: this many batches' worth, or fewer once they hold this many pixels.
+_READ_AHEAD_BATCHES = 4
+_READ_AHEAD_PIXELS = 2**24
+
+Device = str | int | None
 
 
 class Segmenter:
@@ -49,6 +55,9 @@ class Segmenter:
         Replaces the preset's inference settings (tiling, TTA, thresholds, post-processing).
     seed : int
         Seeds the initial weights and the training batches.
+    device : str or int, optional
+        Where the network runs: ``None`` (auto), ``"cpu"``, ``"gpu"``, ``"gpu:N"`` or an int (a
+        GPU number).
 
     Raises
     ------
@@ -63,6 +72,7 @@ class Segmenter:
         config: UNetConfig | None = None,
         inference: InferenceConfig | None = None,
         seed: int = 0,
+        device: Device = None,
     ) -> None:
         chosen = get_preset(preset)
         if config is not None:
@@ -72,9 +82,11 @@ class Segmenter:
         self.preset: Preset = chosen
         self.backend = backend
         self.seed = seed
-        self.network: Network = build_network(
-            backend, chosen.network, seed, loss=chosen.training.loss
-        )
+        self.device = device
+        options: dict[str, object] = {"loss": chosen.training.loss}
+        if device is not None:
+            options["device"] = device
+        self.network: Network = build_network(backend, chosen.network, seed, **options)
         self.history: History | None = None
 
     def __repr__(self) -> str:
@@ -122,12 +134,10 @@ class Segmenter:
         """
         validate = None
         if validation is not None and len(validation):
-            cached = [(s.image_id, s) for s in validation]
+            cached = in_memory(list(validation), validation.name)  # read once, scored every epoch
 
             def validate() -> float:
-                truths = {i: s.labels for i, s in cached}
-                preds = {i: self.predict(s.image) for i, s in cached}
-                return metrics.score_dataset(truths, preds).score
+                return self.evaluate(cached, progress=False).score
 
         self.history = train(
             self.network,
@@ -148,74 +158,64 @@ class Segmenter:
         """Per-pixel probabilities ``(H, W, C)`` (foreground first) for an image of any size.
 
         ``image`` may be ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``, of any integer
-        or float dtype.
+        or float dtype. See :func:`nucleuseg.inference.predict_probabilities`.
         """
-        x = normalize(as_rgb(image))
-        size = self.preset.training.resize
-        if size:
-            small = resize(x, (size, size), order=1)
-            probs = self.network.predict(small[None])[0]
-            return np.clip(resize(probs, x.shape[:2], order=1), 0.0, 1.0)
-        probs = self._predict_scaled(x, 1.0)
-        factor = self._rescale_factor(probs)
-        if factor != 1.0:
-            probs = self._predict_scaled(x, factor)
-        return probs
-
-    def _predict_scaled(self, x: np.ndarray, factor: float) -> np.ndarray:
-        inference = self.preset.inference
-        scaled = x
-        if factor != 1.0:
-            shape = (max(1, round(x.shape[0] * factor)), max(1, round(x.shape[1] * factor)))
-            scaled = resize(x, shape, order=1)
-        probs = predict_tiled(
-            self.network.predict,
-            scaled,
-            self.preset.network.multiple,
-            tile=inference.tile,
-            overlap=inference.overlap,
-            tta=inference.tta,
-        )
-        if factor != 1.0:
-            probs = np.clip(resize(probs, x.shape[:2], order=1), 0.0, 1.0)
-        return probs
-
-    def _rescale_factor(self, probs: np.ndarray) -> float:
-        """The zoom that brings the median nucleus to ``target_radius`` (1.0 when close enough)."""
-        inference = self.preset.inference
-        if not inference.auto_scale:
-            return 1.0
-        labels = to_instances(probs, inference)
-        if labels.max() == 0:
-            return 1.0
-        areas = np.bincount(labels.ravel())[1:]
-        radius = float(np.sqrt(np.median(areas[areas > 0]) / np.pi))
-        target = inference.target_radius
-        if target / 1.5 <= radius <= target * 1.5:
-            return 1.0
-        return float(np.clip(target / radius, 0.5, 2.0))
+        return predict_probabilities(self.network.predict, image, self.preset)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Instance labels, ``(H, W)`` ``int32`` with 0 for background."""
-        return to_instances(self.predict_proba(image), self.preset.inference)
+        return predict_labels(self.network.predict, image, self.preset)
 
     def predict_many(
-        self, images: Dataset | Iterable[Sample], progress: bool = True
+        self,
+        images: Dataset | Iterable[Sample],
+        progress: bool = True,
+        batch_size: int = BATCH_SIZE,
     ) -> dict[str, np.ndarray]:
-        """``{image_id: labels}`` for every sample of a dataset."""
-        total = len(images) if hasattr(images, "__len__") else None
+        """``{image_id: labels}`` for every sample of a dataset.
+
+        Images that share a shape are predicted ``batch_size`` at a time (the labels are those
+        :meth:`predict` gives for each alone), see :func:`nucleuseg.inference.predict_batch`.
+        """
         return {
-            s.image_id: self.predict(s.image)
-            for s in progress_bar(images, "predicting", progress, total)
+            sample.image_id: to_instances(probs, self.preset.inference)
+            for sample, probs in self._probabilities(images, "predicting", progress, batch_size)
         }
 
-    def evaluate(self, dataset: Dataset, progress: bool = True) -> metrics.DatasetScore:
-        """The DSB score (and every count behind it) of this model on a labelled dataset."""
+    def evaluate(
+        self, dataset: Dataset, progress: bool = True, batch_size: int = BATCH_SIZE
+    ) -> metrics.DatasetScore:
+        """The DSB score (and every count behind it) of this model on a labelled dataset.
+
+        Predicts as :meth:`predict_many` does; ``fit`` scores its validation set with this.
+        """
         truths, preds = {}, {}
-        for sample in progress_bar(dataset, "evaluating", progress, len(dataset)):
+        for sample, probs in self._probabilities(dataset, "evaluating", progress, batch_size):
             truths[sample.image_id] = sample.labels
-            preds[sample.image_id] = self.predict(sample.image)
+            preds[sample.image_id] = to_instances(probs, self.preset.inference)
         return metrics.score_dataset(truths, preds)
+
+    def _probabilities(
+        self, samples: Iterable[Sample], what: str, progress: bool, batch_size: int
+    ) -> Iterator[tuple[Sample, np.ndarray]]:
+        """``(sample, probabilities)`` in order, read ahead a few batches at a time."""
+        total = len(samples) if hasattr(samples, "__len__") else None
+        chunk: list[Sample] = []
+        pixels = 0
+        for sample in progress_bar(samples, what, progress, total):
+            chunk.append(sample)
+            pixels += sample.image.shape[0] * sample.image.shape[1]
+            if len(chunk) >= _READ_AHEAD_BATCHES * batch_size or pixels >= _READ_AHEAD_PIXELS:
+                yield from self._predict_chunk(chunk, batch_size)
+                chunk, pixels = [], 0
+        yield from self._predict_chunk(chunk, batch_size)
+
+    def _predict_chunk(
+        self, chunk: list[Sample], batch_size: int
+    ) -> Iterator[tuple[Sample, np.ndarray]]:
+        images = [sample.image for sample in chunk]
+        probs = predict_batch(self.network.predict, images, self.preset, batch_size=batch_size)
+        yield from zip(chunk, probs, strict=True)
 
     def tune(self, validation: Dataset, progress: bool = True, **grid) -> TuningResult:
         """Choose the post-processing thresholds that score best on ``validation``, and keep them.
@@ -226,8 +226,8 @@ class Segmenter:
         :attr:`inference` and is saved with the model.
         """
         probs, truths = {}, {}
-        for sample in progress_bar(validation, "tuning", progress, len(validation)):
-            probs[sample.image_id] = self.predict_proba(sample.image)
+        for sample, p in self._probabilities(validation, "tuning", progress, BATCH_SIZE):
+            probs[sample.image_id] = p
             truths[sample.image_id] = sample.labels
         result = tune_postprocessing(probs, truths, self.preset.inference, **grid)
         self.inference = result.best
@@ -249,14 +249,18 @@ class Segmenter:
         checkpoint.save_model(path, self.get_weights(), self.preset, self.backend, history)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str | None = None) -> Segmenter:
+    def load(
+        cls, path: str | os.PathLike, backend: str | None = None, device: Device = None
+    ) -> Segmenter:
         """Load a model file into ``backend`` (default: the backend that saved it).
 
         A file written by any backend loads into any other: the weights are canonical.
+        ``device`` is as for :class:`Segmenter`: ``None`` (auto), ``"cpu"``, ``"gpu"``,
+        ``"gpu:N"`` or an int.
         """
         model = checkpoint.load_model(path)
         try:
-            segmenter = cls(backend or model.backend, preset=model.preset)
+            segmenter = cls(backend or model.backend, preset=model.preset, device=device)
         except BackendUnavailable as err:
             if backend is not None:
                 raise

@@ -1,10 +1,14 @@
 """The Segmenter end to end on small synthetic data, over every installed backend."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from nucleuseg import Segmenter
-from nucleuseg.data import make_synthetic
+import nucleuseg.segmenter
+from nucleuseg import Segmenter, metrics
+from nucleuseg.backends import canonical_shapes
+from nucleuseg.data import in_memory, make_synthetic, synthetic_sample
 from nucleuseg.metrics import DatasetScore
 
 
@@ -75,25 +79,6 @@ def test_predict_rejects_bad_arrays(tiny_preset):
         seg.predict(np.full((4, 4), np.inf))
 
 
-def _blobs(radius: int, size: int = 96) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size]
-    fg = np.zeros((size, size), np.float32)
-    for cy, cx in ((25, 25), (25, 70), (70, 25), (70, 70)):
-        fg[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 0.9
-    return np.stack([fg, np.zeros_like(fg), np.zeros_like(fg)], axis=-1)
-
-
-@pytest.mark.parametrize("radius, factor", [(3, 2.0), (10, 1.0), (14, 1.0), (30, 0.5)])
-def test_auto_scale_factor_targets_the_median_radius(tiny_preset, radius, factor):
-    pytest.importorskip("torch", reason="checked on the torch backend")
-    seg = Segmenter("torch", preset=tiny_preset)
-    seg.inference = seg.inference.replace(auto_scale=True, target_radius=10.0, min_size=0)
-    size = 96 if radius < 20 else 200
-    assert seg._rescale_factor(_blobs(radius, size)) == pytest.approx(factor, rel=0.05)
-    seg.inference = seg.inference.replace(auto_scale=False)
-    assert seg._rescale_factor(_blobs(radius, size)) == 1.0
-
-
 def test_auto_scale_predicts_at_the_original_size(tiny_preset):
     pytest.importorskip("torch", reason="checked on the torch backend")
     seg = Segmenter("torch", preset=tiny_preset)
@@ -114,3 +99,65 @@ def test_tune_keeps_the_best_setting_and_saves_it(tiny_preset, tiny_data, tmp_pa
     assert result.best_score == max(score for _, score in result.trials)
     seg.save(tmp_path / "tuned.safetensors")
     assert Segmenter.load(tmp_path / "tuned.safetensors").inference == result.best
+
+
+def test_predict_many_and_evaluate_batch_what_predict_does_alone(tiny_preset):
+    pytest.importorskip("torch", reason="checked on the torch backend")
+    seg = Segmenter("torch", preset=tiny_preset)
+    shapes = [(64, 64), (60, 62), (64, 64), (40, 50), (70, 90), (64, 64)]
+    samples = [synthetic_sample(seed=i, size=s) for i, s in enumerate(shapes)]
+    dataset = in_memory([dataclasses.replace(s, image_id=f"img{i}") for i, s in enumerate(samples)])
+    calls: list[int] = []
+    predict = seg.network.predict
+    seg.network.predict = lambda batch: calls.append(len(batch)) or predict(batch)
+    many = seg.predict_many(dataset, progress=False, batch_size=4)
+    assert sorted(calls) == [1, 1, 3, 4]  # the three 64 x 64 images together, 70 x 90 in 4 tiles
+    alone = {s.image_id: seg.predict(s.image) for s in dataset}
+    assert many.keys() == alone.keys()
+    assert all(np.array_equal(many[i], alone[i]) for i in alone)
+    result = seg.evaluate(dataset, progress=False, batch_size=2)
+    expected = metrics.score_dataset({s.image_id: s.labels for s in dataset}, alone)
+    assert result.score == expected.score and len(result.per_image) == len(shapes)
+
+
+def test_fit_validates_through_evaluate(tiny_preset, tiny_data, monkeypatch):
+    pytest.importorskip("torch", reason="checked on the torch backend")
+    train, val = tiny_data
+    seg = Segmenter("torch", preset=tiny_preset)
+    scores: list[tuple[int, bool, float]] = []
+    evaluate = Segmenter.evaluate
+
+    def spy(self, dataset, progress=True, **options):
+        result = evaluate(self, dataset, progress=progress, **options)
+        scores.append((len(dataset), progress, result.score))
+        return result
+
+    monkeypatch.setattr(Segmenter, "evaluate", spy)
+    history = seg.fit(train, validation=val, epochs=2, progress=False)
+    assert [(n, p) for n, p, _ in scores] == [(len(val), False)] * 2
+    assert [score for *_, score in scores] == list(history.score)
+
+
+def test_device_reaches_the_backend_factory(tiny_preset, monkeypatch, tmp_path):
+    built: list[dict] = []
+
+    class Recorded:
+        def __init__(self, weights):
+            self.weights = weights
+
+        def get_weights(self):
+            return self.weights
+
+        def set_weights(self, weights):
+            self.weights = weights
+
+    def build(backend, config, seed, **options):
+        built.append(options)
+        return Recorded({k: np.zeros(v, np.float32) for k, v in canonical_shapes(config).items()})
+
+    monkeypatch.setattr(nucleuseg.segmenter, "build_network", build)
+    assert Segmenter("torch", preset=tiny_preset).device is None
+    Segmenter("torch", preset=tiny_preset, device="gpu:1").save(tmp_path / "m.safetensors")
+    Segmenter.load(tmp_path / "m.safetensors", device=0)
+    loss = tiny_preset.training.loss
+    assert built == [{"loss": loss}, {"loss": loss, "device": "gpu:1"}, {"loss": loss, "device": 0}]
