@@ -1,7 +1,8 @@
 """The backend registry: a name is enough to build the U-Net in any installed framework.
 
-Built-in backends (``"torch"``, ``"keras"``, ``"flax"``) are known by module path and imported only
-when first asked for, so ``import nucleuseg`` never imports a deep-learning framework. Third-party
+Built-in backends (``"torch"``, ``"keras"``, ``"flax"``, listed by :func:`builtin_backends` in
+order of preference) are known by module path and imported only when first asked for, so
+``import nucleuseg`` never imports a deep-learning framework. Third-party
 packages add backends through the entry-point group ``nucleuseg.backends``; an entry point named
 ``mynet`` pointing at ``mypkg.backend`` (a module that calls :func:`register_backend`) or at a
 factory ``mypkg.backend:build`` makes ``Segmenter("mynet")`` work.
@@ -26,19 +27,62 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nucleuseg.backends.base import Network, canonical_shapes, check_weights, parameter_count
+from nucleuseg.backends.base import (
+    BaseNetwork,
+    Network,
+    canonical_shapes,
+    check_weights,
+    parameter_count,
+)
+from nucleuseg.backends.device import DeviceSpec, parse_device
 from nucleuseg.errors import BackendUnavailable
 
 Factory = Callable[..., Network]
 
 ENTRY_POINT_GROUP = "nucleuseg.backends"
 
-# name -> (module that registers it, framework module it needs, pip extra)
-_BUILTIN: dict[str, tuple[str, str, str]] = {
-    "torch": ("nucleuseg.backends.torch_backend", "torch", "torch"),
-    "keras": ("nucleuseg.backends.keras_backend", "tensorflow", "keras"),
-    "flax": ("nucleuseg.backends.flax_backend", "flax", "flax"),
-}
+
+@dataclass(frozen=True)
+class BuiltinBackend:
+    """A backend that ships with nucleuseg.
+
+    Attributes
+    ----------
+    name : str
+        The name users pass to :class:`~nucleuseg.Segmenter`.
+    module : str
+        The module that registers it (imported on first use).
+    framework : str
+        The Python module the backend needs.
+    extra : str
+        The pip extra that installs the framework (``pip install "nucleuseg[extra]"``).
+    """
+
+    name: str
+    module: str
+    framework: str
+    extra: str
+
+
+# In order of preference: the command line's demo takes the first one installed.
+_BUILTIN = (
+    BuiltinBackend("torch", "nucleuseg.backends.torch_backend", "torch", "torch"),
+    BuiltinBackend("keras", "nucleuseg.backends.keras_backend", "tensorflow", "keras"),
+    BuiltinBackend("flax", "nucleuseg.backends.flax_backend", "flax", "flax"),
+)
+
+
+def builtin_backends() -> dict[str, BuiltinBackend]:
+    """The backends that ship with nucleuseg, by name, in order of preference.
+
+    Examples
+    --------
+    >>> list(builtin_backends())
+    ['torch', 'keras', 'flax']
+    >>> builtin_backends()["keras"].framework
+    'tensorflow'
+    """
+    return {backend.name: backend for backend in _BUILTIN}
 
 
 @dataclass(frozen=True)
@@ -69,7 +113,7 @@ class BackendInfo:
 
 
 @dataclass
-class _Entry:
+class _BackendEntry:
     name: str
     requires: str
     extra: str | None
@@ -78,9 +122,9 @@ class _Entry:
     source: str = "registered"
 
 
-_REGISTRY: dict[str, _Entry] = {
-    name: _Entry(name, requires, extra, module=module, source="builtin")
-    for name, (module, requires, extra) in _BUILTIN.items()
+_REGISTRY: dict[str, _BackendEntry] = {
+    b.name: _BackendEntry(b.name, b.framework, b.extra, module=b.module, source="builtin")
+    for b in _BUILTIN
 }
 _entry_points_loaded = False
 
@@ -103,7 +147,7 @@ def register_backend(
     def decorate(factory: Factory) -> Factory:
         entry = _REGISTRY.get(name)
         if entry is None:
-            entry = _REGISTRY[name] = _Entry(name, requires or "", extra)
+            entry = _REGISTRY[name] = _BackendEntry(name, requires or "", extra)
         entry.factory = factory
         if requires:
             entry.requires = requires
@@ -119,7 +163,9 @@ def _load_entry_points() -> None:
     _entry_points_loaded = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = _Entry(ep.name, "", None, source="entry point", module=ep.value)
+            _REGISTRY[ep.name] = _BackendEntry(
+                ep.name, "", None, source="entry point", module=ep.value
+            )
 
 
 def registered_backends() -> list[str]:
@@ -155,7 +201,7 @@ def available_backends() -> list[BackendInfo]:
     return infos
 
 
-def _install_hint(entry: _Entry) -> str:
+def _install_hint(entry: _BackendEntry) -> str:
     if entry.extra:
         return f'pip install "nucleuseg[{entry.extra}]"'
     return f"pip install {entry.requires}" if entry.requires else "install the backend's package"
@@ -196,23 +242,69 @@ def get_backend(name: str) -> Factory:
     return entry.factory
 
 
-def build_network(name: str, config, seed: int = 0, **options) -> Network:
+def build_network(
+    name: str,
+    config,
+    seed: int = 0,
+    *,
+    device: DeviceSpec | str | int | None = None,
+    **options,
+) -> Network:
     """Build the network of backend ``name`` for ``config``, initialised from ``seed``.
 
-    ``options`` (such as ``loss="bce"``) are passed to the backend's factory.
+    Parameters
+    ----------
+    name : str
+        A registered backend (:func:`registered_backends`).
+    config : UNetConfig
+    seed : int
+        Seeds the initial weights (the same in every backend) and the dropout stream.
+    device : None, str or int
+        Where the network runs, the same spec for every backend: ``None`` (automatic: the first
+        GPU when the framework sees one, else the CPU), ``"cpu"``, ``"gpu"`` (the first GPU),
+        ``"gpu:N"`` or an int ``N`` (GPU ``N``); ``"cuda"`` and ``"cuda:N"`` as PyTorch spells
+        them (see :mod:`nucleuseg.backends.device`). It is parsed here and passed on as a
+        :class:`~nucleuseg.backends.device.DeviceSpec`; a factory that takes no ``device`` can
+        still be built without one.
+    **options
+        Passed to the backend's factory, such as ``loss="bce"``.
+
+    Raises
+    ------
+    BackendUnavailable
+        If the backend is unknown or its framework is not installed.
+    ConfigError
+        If ``device`` is not a device spec, or asks for a GPU the framework does not see.
+
+    Examples
+    --------
+    >>> from nucleuseg.config import get_preset
+    >>> config = get_preset("seed").network.replace(depth=2, base_filters=2)
+    >>> net = build_network("torch", config, seed=0, device="cpu")  # doctest: +SKIP
+    >>> build_network("torch", config, device="tpu")
+    Traceback (most recent call last):
+    ...
+    nucleuseg.errors.ConfigError: device 'tpu' is not a device spec; use None (automatic), ...
     """
+    if device is not None:
+        options["device"] = parse_device(device)
     return get_backend(name)(config, seed, **options)
 
 
 __all__ = [
     "BackendInfo",
+    "BaseNetwork",
+    "BuiltinBackend",
+    "DeviceSpec",
     "Network",
     "available_backends",
     "build_network",
+    "builtin_backends",
     "canonical_shapes",
     "check_weights",
     "get_backend",
     "parameter_count",
+    "parse_device",
     "register_backend",
     "registered_backends",
 ]

@@ -38,16 +38,11 @@ from nucleuseg.backends.base import (
     ADAM_EPSILON,
     BN_EPSILON,
     BN_MOMENTUM,
-    DICE_SMOOTH,
+    BaseNetwork,
     canonical_shapes,
-    check_weights,
-    init_weights,
     is_trainable,
 )
 from nucleuseg.config import UNetConfig
-from nucleuseg.errors import ConfigError
-
-LOSSES = ("bce", "bce_dice")
 
 Tree = dict[str, Any]
 
@@ -122,40 +117,19 @@ class UNet(nn.Module):
         return nn.Conv(config.out_channels, (1, 1), name="head")(x)
 
 
-def loss_from_logits(logits: jax.Array, y: jax.Array, kind: str) -> jax.Array:
-    """The contract's loss (NHWC arrays)."""
-    axes = (0, 1, 2)
-    bce = jnp.maximum(logits, 0) - logits * y + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-    bce = bce.mean(axis=axes)
-    if kind == "bce":
-        return bce.mean()
-    p = jax.nn.sigmoid(logits)
-    inter = (p * y).sum(axis=axes)
-    dice = (2 * inter + DICE_SMOOTH) / (p.sum(axis=axes) + y.sum(axis=axes) + DICE_SMOOTH)
-    return (bce + 1 - dice).mean()
-
-
-def _collection(name: str) -> str:
-    return "batch_stats" if not is_trainable(name) else "params"
-
-
-def _to_trees(weights: dict[str, np.ndarray], names: list[str]) -> dict[str, Tree]:
-    """Canonical dict -> Flax variable trees (fresh device copies, safe to donate)."""
-    trees: dict[str, Tree] = {"params": {}, "batch_stats": {}}
-    for name in names:
-        *path, leaf = name.split(".")
-        node = trees[_collection(name)]
-        for key in path:
-            node = node.setdefault(key, {})
-        node[leaf] = jnp.array(np.asarray(weights[name], np.float32), copy=True)
-    return trees
-
-
 def _leaf(tree: Tree, name: str) -> jax.Array:
     node = tree
     for key in name.split("."):
         node = node[key]
     return node
+
+
+def _set_leaf(tree: Tree, name: str, value: jax.Array) -> None:
+    """Put ``value`` at the canonical ``name`` of a variable tree, making the path if needed."""
+    *path, leaf = name.split(".")
+    for key in path:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
 
 
 def _numpy(value: jax.Array) -> np.ndarray:
@@ -195,13 +169,13 @@ def _train_step(config: UNetConfig, kind: str, params, stats, opt_state, key, x,
                 rngs={"dropout": dropout_key},
                 mutable=["batch_stats"],
             )
-            return loss_from_logits(logits, y, kind), updates.get("batch_stats", {})
+            return FlaxNetwork.loss_from_logits(logits, y, kind), updates.get("batch_stats", {})
         keys = jax.random.split(dropout_key, parts)
         logits = [
             model.apply({"params": p}, part, train=True, rngs={"dropout": k})
             for part, k in zip(jnp.split(x, parts), keys, strict=True)
         ]
-        return loss_from_logits(jnp.concatenate(logits), y, kind), stats
+        return FlaxNetwork.loss_from_logits(jnp.concatenate(logits), y, kind), stats
 
     (loss, new_stats), grads = jax.value_and_grad(objective, has_aux=True)(params)
     updates, opt_state = _ADAM.update(grads, opt_state)
@@ -219,13 +193,17 @@ def _predict_step(config: UNetConfig, params, stats, x):
 @partial(jax.jit, static_argnums=(0, 1))
 def _loss_step(config: UNetConfig, kind: str, params, stats, x, y):
     logits = UNet(config).apply({"params": params, "batch_stats": stats}, x, train=False)
-    return loss_from_logits(logits, y, kind)
+    return FlaxNetwork.loss_from_logits(logits, y, kind)
 
 
 @register_backend("flax", requires="flax", extra="flax")
-class FlaxNetwork:
+class FlaxNetwork(BaseNetwork):
     """The ``"flax"`` backend's :class:`~nucleuseg.backends.base.Network`: the Flax U-Net for
-    ``config``, initialised from ``seed`` (registered as the backend's factory).
+    ``config``, initialised from ``seed``, on ``device`` (see :mod:`nucleuseg.backends.device`;
+    by default the first GPU JAX sees, else the CPU); registered as the backend's factory.
+
+    The weights, statistics and optimizer state are put on that device, and so is every batch,
+    so the compiled steps run there.
 
     Examples
     --------
@@ -235,17 +213,38 @@ class FlaxNetwork:
     (1, 8, 8, 1)
     """
 
-    def __init__(self, config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> None:
-        if loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {LOSSES}, got {loss!r}")
-        self.config = config
-        self.loss_kind = loss
-        self.model = UNet(config)
-        self._names = list(canonical_shapes(config))
-        self._trainable = [n for n in self._names if is_trainable(n)]
-        self.set_weights(init_weights(config, seed))
+    framework = "jax"
+
+    _sigmoid = staticmethod(jax.nn.sigmoid)
+
+    @staticmethod
+    def _bce_with_logits(z: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.maximum(z, 0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
+
+    @staticmethod
+    def _visible_gpus() -> int:
+        try:
+            return len(jax.devices("gpu"))
+        except RuntimeError:  # no GPU platform in this JAX installation
+            return 0
+
+    def _build(self) -> None:
+        spec = self.device
+        self._jax_device = jax.devices(spec.kind)[spec.index if spec.kind == "gpu" else 0]
+        self.model = UNet(self.config)
+        self._params: Tree = {}
+        self._stats: Tree = {}
+        for name, shape in canonical_shapes(self.config).items():
+            self._write_weight(name, np.zeros(shape, np.float32))
         self._opt_state = _ADAM.init(self._params)
-        self.reseed(seed)
+
+    def _put(self, value: np.ndarray) -> jax.Array:
+        """A fresh copy of ``value`` on the network's device (safe to donate)."""
+        return jax.device_put(np.array(value, np.float32, copy=True), self._jax_device)
+
+    def _batch(self, x: np.ndarray) -> jax.Array:
+        """A batch on the network's device, so that the compiled step runs there."""
+        return jax.device_put(np.asarray(x, np.float32), self._jax_device)
 
     @property
     def variables(self) -> dict[str, Tree]:
@@ -255,7 +254,7 @@ class FlaxNetwork:
 
     def reseed(self, seed: int) -> None:
         """Seed the dropout random stream (called at every epoch start)."""
-        self._key = jax.random.key(seed)
+        self._key = jax.device_put(jax.random.key(seed), self._jax_device)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, learning_rate: float) -> float:
         self._params, self._stats, self._opt_state, self._key, loss = _train_step(
@@ -265,50 +264,38 @@ class FlaxNetwork:
             self._stats,
             self._opt_state,
             self._key,
-            jnp.asarray(x, jnp.float32),
-            jnp.asarray(y, jnp.float32),
+            self._batch(x),
+            self._batch(y),
             jnp.float32(learning_rate),
         )
         return float(loss)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return _numpy(
-            _predict_step(self.config, self._params, self._stats, jnp.asarray(x, jnp.float32))
-        )
+        return _numpy(_predict_step(self.config, self._params, self._stats, self._batch(x)))
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+        x, y = self._batch(x), self._batch(y)
         return float(_loss_step(self.config, self.loss_kind, self._params, self._stats, x, y))
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {
-            n: _numpy(_leaf(self._params if is_trainable(n) else self._stats, n))
-            for n in self._names
-        }
+    def _tree(self, name: str) -> Tree:
+        return self._params if is_trainable(name) else self._stats
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        check_weights(weights, self.config)
-        trees = _to_trees(weights, self._names)
-        self._params, self._stats = trees["params"], trees["batch_stats"]
+    def _read_weight(self, name: str) -> np.ndarray:
+        return _numpy(_leaf(self._tree(name), name))
 
-    def get_optimizer_state(self) -> dict[str, np.ndarray]:
-        step = int(self._opt_state.count)
-        state: dict[str, np.ndarray] = {}
-        if step > 0:
-            for name in self._trainable:
-                state[f"adam.m.{name}"] = _numpy(_leaf(self._opt_state.mu, name))
-                state[f"adam.v.{name}"] = _numpy(_leaf(self._opt_state.nu, name))
-        state["adam.step"] = np.asarray(step, np.float32)
-        return state
+    def _write_weight(self, name: str, value: np.ndarray) -> None:
+        _set_leaf(self._tree(name), name, self._put(value))
 
-    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        current = {
-            f"adam.{part}.{n}": _leaf(tree, n)
-            for part, tree in (("m", self._opt_state.mu), ("v", self._opt_state.nu))
-            for n in self._trainable
-        }
-        merged = {k: state.get(k, v) for k, v in current.items()}
-        mu = _to_trees({n: merged[f"adam.m.{n}"] for n in self._trainable}, self._trainable)
-        nu = _to_trees({n: merged[f"adam.v.{n}"] for n in self._trainable}, self._trainable)
-        count = jnp.asarray(int(float(state.get("adam.step", 0))), jnp.int32)
-        self._opt_state = self._opt_state._replace(count=count, mu=mu["params"], nu=nu["params"])
+    def _read_moments(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return _numpy(_leaf(self._opt_state.mu, name)), _numpy(_leaf(self._opt_state.nu, name))
+
+    def _write_moments(self, name: str, m: np.ndarray, v: np.ndarray) -> None:
+        _set_leaf(self._opt_state.mu, name, self._put(m))
+        _set_leaf(self._opt_state.nu, name, self._put(v))
+
+    def _read_step(self) -> float:
+        return float(int(self._opt_state.count))
+
+    def _write_step(self, step: float) -> None:
+        count = jax.device_put(jnp.asarray(int(step), jnp.int32), self._jax_device)
+        self._opt_state = self._opt_state._replace(count=count)

@@ -24,19 +24,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from nucleuseg.backends import register_backend
-from nucleuseg.backends.base import (
-    ADAM_BETAS,
-    ADAM_EPSILON,
-    BN_EPSILON,
-    BN_MOMENTUM,
-    DICE_SMOOTH,
-    canonical_shapes,
-    check_weights,
-    init_weights,
-    is_trainable,
-)
+from nucleuseg.backends.base import ADAM_BETAS, ADAM_EPSILON, BN_EPSILON, BN_MOMENTUM, BaseNetwork
 from nucleuseg.config import UNetConfig
-from nucleuseg.errors import BackendUnavailable, ConfigError
+from nucleuseg.errors import BackendUnavailable
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -83,8 +73,6 @@ if keras.backend.backend() != "tensorflow":
 #: TensorFlow's own graph executor runs this network's convolutions through oneDNN and trains
 #: it about 1.8x faster than the XLA build does (measured with ``benchmarks/train_throughput.py``).
 JIT_COMPILE = False
-
-LOSSES = ("bce", "bce_dice")
 
 _KERAS_PART = {
     "kernel": "kernel",
@@ -161,24 +149,14 @@ def build_model(config: UNetConfig) -> keras.Model:
     return keras.Model(inputs, logits, name="unet")
 
 
-def loss_from_logits(logits: tf.Tensor, y: tf.Tensor, kind: str) -> tf.Tensor:
-    """The contract's loss (NHWC tensors)."""
-    axes = (0, 1, 2)
-    bce = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits), axes)
-    if kind == "bce":
-        return tf.reduce_mean(bce)
-    p = tf.sigmoid(logits)
-    inter = tf.reduce_sum(p * y, axes)
-    dice = (2.0 * inter + DICE_SMOOTH) / (
-        tf.reduce_sum(p, axes) + tf.reduce_sum(y, axes) + DICE_SMOOTH
-    )
-    return tf.reduce_mean(bce + 1.0 - dice)
-
-
 @register_backend("keras", requires="tensorflow", extra="keras")
-class KerasNetwork:
+class KerasNetwork(BaseNetwork):
     """The ``"keras"`` backend's :class:`~nucleuseg.backends.base.Network`: the Keras U-Net for
-    ``config``, initialised from ``seed`` (registered as the backend's factory).
+    ``config``, initialised from ``seed``, on ``device`` (see :mod:`nucleuseg.backends.device`;
+    by default the first GPU TensorFlow sees, else the CPU); registered as the backend's factory.
+
+    Variables are created, and the compiled steps run, inside a ``tf.device`` scope of that
+    device.
 
     Examples
     --------
@@ -188,27 +166,37 @@ class KerasNetwork:
     (1, 8, 8, 1)
     """
 
-    def __init__(self, config: UNetConfig, seed: int = 0, loss: str = "bce_dice") -> None:
-        if loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {LOSSES}, got {loss!r}")
-        self.config = config
-        self.loss_kind = loss
-        self.model = build_model(config)
-        self._names = list(canonical_shapes(config))
-        self._variables = {
-            name: getattr(self.model.get_layer(layer), attribute)
-            for name, (layer, attribute) in ((n, _layer_and_attribute(n)) for n in self._names)
-        }
-        self._trainable = [n for n in self._names if is_trainable(n)]
-        train_vars = [self._variables[n] for n in self._trainable]
-        self._m = [tf.Variable(tf.zeros(v.shape), trainable=False) for v in train_vars]
-        self._v = [tf.Variable(tf.zeros(v.shape), trainable=False) for v in train_vars]
-        self._step = tf.Variable(0.0, trainable=False)
+    framework = "tensorflow"
+
+    _sigmoid = staticmethod(tf.sigmoid)
+    _sum = staticmethod(tf.reduce_sum)
+    _mean = staticmethod(tf.reduce_mean)
+
+    @staticmethod
+    def _bce_with_logits(z: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)
+
+    @staticmethod
+    def _visible_gpus() -> int:
+        return len(tf.config.list_physical_devices("GPU"))
+
+    def _build(self) -> None:
+        config = self.config
+        gpu = self.device.kind == "gpu"
+        self._tf_device = f"/GPU:{self.device.index}" if gpu else "/CPU:0"
+        with tf.device(self._tf_device):
+            self.model = build_model(config)
+            self._variables = {
+                name: getattr(self.model.get_layer(layer), attribute)
+                for name, (layer, attribute) in ((n, _layer_and_attribute(n)) for n in self._names)
+            }
+            self._moments = {
+                name: (self._zeros(name), self._zeros(name)) for name in self._trainable
+            }
+            self._step = tf.Variable(0.0, trainable=False)
         self._dropouts = [
             layer for layer in self.model.layers if isinstance(layer, keras.layers.Dropout)
         ]
-        self.set_weights(init_weights(config, seed))
-        self.reseed(seed)
         # One trace serves every batch and image size (no retracing as tile shapes change).
         images = tf.TensorSpec([None, None, None, config.in_channels], tf.float32)
         targets = tf.TensorSpec([None, None, None, config.out_channels], tf.float32)
@@ -220,18 +208,22 @@ class KerasNetwork:
         self._predict = tf.function(self._predict_step, input_signature=[images], **compiled)
         self._loss = tf.function(self._loss_step, input_signature=[images, targets], **compiled)
 
+    def _zeros(self, name: str) -> tf.Variable:
+        return tf.Variable(tf.zeros(self._variables[name].shape), trainable=False)
+
     # -- compiled steps ---------------------------------------------------------------------
 
     def _train_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
         train_vars = [self._variables[n] for n in self._trainable]
         with tf.GradientTape() as tape:
-            loss = loss_from_logits(self.model(x, training=True), y, self.loss_kind)
+            loss = self.loss_from_logits(self.model(x, training=True), y, self.loss_kind)
         grads = tape.gradient(loss, train_vars)
         beta1, beta2 = ADAM_BETAS
         step = self._step.assign_add(1.0)
         step_size = lr / (1.0 - tf.pow(beta1, step))
         root_correction = tf.sqrt(1.0 - tf.pow(beta2, step))
-        for var, grad, m, v in zip(train_vars, grads, self._m, self._v, strict=True):
+        for name, var, grad in zip(self._trainable, train_vars, grads, strict=True):
+            m, v = self._moments[name]
             m_new = m.assign(beta1 * m + (1.0 - beta1) * grad)
             v_new = v.assign(beta2 * v + (1.0 - beta2) * tf.square(grad))
             var.assign_sub(step_size * m_new / (tf.sqrt(v_new) / root_correction + ADAM_EPSILON))
@@ -241,7 +233,7 @@ class KerasNetwork:
         return tf.sigmoid(self.model(x, training=False))
 
     def _loss_step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        return loss_from_logits(self.model(x, training=False), y, self.loss_kind)
+        return self.loss_from_logits(self.model(x, training=False), y, self.loss_kind)
 
     # -- the Network protocol ---------------------------------------------------------------
 
@@ -252,40 +244,39 @@ class KerasNetwork:
             layer.seed_generator.state.assign(np.array([state, 0], np.int64))
 
     def train_step(self, x: np.ndarray, y: np.ndarray, learning_rate: float) -> float:
-        loss = self._train(
-            tf.constant(x, tf.float32),
-            tf.constant(y, tf.float32),
-            tf.constant(learning_rate, tf.float32),
-        )
+        with tf.device(self._tf_device):
+            loss = self._train(
+                tf.constant(x, tf.float32),
+                tf.constant(y, tf.float32),
+                tf.constant(learning_rate, tf.float32),
+            )
         return float(loss)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._predict(tf.constant(x, tf.float32)), np.float32)
+        with tf.device(self._tf_device):
+            probs = self._predict(tf.constant(x, tf.float32))
+        return np.asarray(probs, np.float32)
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float(self._loss(tf.constant(x, tf.float32), tf.constant(y, tf.float32)))
+        with tf.device(self._tf_device):
+            return float(self._loss(tf.constant(x, tf.float32), tf.constant(y, tf.float32)))
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {n: _to_canonical(n, self._variables[n].numpy()) for n in self._names}
+    def _read_weight(self, name: str) -> np.ndarray:
+        return _to_canonical(name, self._variables[name].numpy())
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        check_weights(weights, self.config)
-        for name in self._names:
-            self._variables[name].assign(_from_canonical(name, weights[name]))
+    def _write_weight(self, name: str, value: np.ndarray) -> None:
+        self._variables[name].assign(_from_canonical(name, value))
 
-    def get_optimizer_state(self) -> dict[str, np.ndarray]:
-        step = float(self._step.numpy())
-        state: dict[str, np.ndarray] = {}
-        if step > 0:
-            for name, m, v in zip(self._trainable, self._m, self._v, strict=True):
-                state[f"adam.m.{name}"] = _to_canonical(name, m.numpy())
-                state[f"adam.v.{name}"] = _to_canonical(name, v.numpy())
-        state["adam.step"] = np.asarray(step, np.float32)
-        return state
+    def _read_moments(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        m, v = self._moments[name]
+        return _to_canonical(name, m.numpy()), _to_canonical(name, v.numpy())
 
-    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        self._step.assign(float(state.get("adam.step", 0.0)))
-        for name, m, v in zip(self._trainable, self._m, self._v, strict=True):
-            if f"adam.m.{name}" in state:
-                m.assign(_from_canonical(name, state[f"adam.m.{name}"]))
-                v.assign(_from_canonical(name, state[f"adam.v.{name}"]))
+    def _write_moments(self, name: str, m: np.ndarray, v: np.ndarray) -> None:
+        for variable, value in zip(self._moments[name], (m, v), strict=True):
+            variable.assign(_from_canonical(name, value))
+
+    def _read_step(self) -> float:
+        return float(self._step.numpy())
+
+    def _write_step(self, step: float) -> None:
+        self._step.assign(step)
