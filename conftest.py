@@ -2,12 +2,10 @@
 
 import importlib.util
 
+from nucleuseg.backends import builtin_backends
+
 collect_ignore = [
-    f"nucleuseg/backends/{module}.py"
-    for module, framework in (
-        ("torch_backend", "torch"),
-        ("keras_backend", "tensorflow"),
-        ("flax_backend", "flax"),
-    )
-    if importlib.util.find_spec(framework) is None
+    backend.module.replace(".", "/") + ".py"
+    for backend in builtin_backends().values()
+    if importlib.util.find_spec(backend.framework) is None
 ]

@@ -46,6 +46,28 @@ def _add_data(parser: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def _device(text: str) -> str | int:
+    """``--device``: a device spec (checked here, so a bad one is a usage error)."""
+    from nucleuseg.backends.device import parse_device
+    from nucleuseg.errors import ConfigError
+
+    spec: str | int = int(text) if text.isdigit() else text
+    try:
+        parse_device(spec)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        type=_device,
+        help="where the network runs: cpu, gpu, gpu:N (also cuda, cuda:N) or a GPU number N "
+        "(default: a GPU when the framework sees one, else the CPU)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nucleuseg",
@@ -57,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train and score a small model on synthetic nuclei")
     demo.add_argument("--backend", help="backend to use (default: the first installed)")
+    _add_device(demo)
     demo.add_argument("--minutes", type=float, default=2.0, help="training budget (default 2)")
     demo.add_argument(
         "--out", default="nucleuseg-demo", help="output folder (default nucleuseg-demo)"
@@ -67,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a model on a DSB-style folder")
     tr.add_argument("--backend", default="torch", help="torch, keras or flax (default torch)")
+    _add_device(tr)
     _add_data(tr)
     tr.add_argument("--out", required=True, help="model file to write (.safetensors)")
     tr.add_argument("--preset", default="default", help="default or seed (default: default)")
@@ -82,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--backend", help="backend to run the model on (default: the one that trained it)"
     )
+    _add_device(ev)
     ev.add_argument(
         "--split",
         choices=("all", "val", "train"),
@@ -101,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument(
         "--backend", help="backend to run the model on (default: the one that trained it)"
     )
+    _add_device(tu)
     _add_split(tu)
 
     pr = sub.add_parser("predict", help="label images and write them as 16-bit PNG label images")
@@ -110,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--backend", help="backend to run the model on (default: the one that trained it)"
     )
+    _add_device(pr)
     pr.add_argument("--tta", action="store_true", help="average over flips")
 
     sm = sub.add_parser("submit", help="Kaggle submission CSV for a folder of images")
@@ -119,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument(
         "--backend", help="backend to run the model on (default: the one that trained it)"
     )
+    _add_device(sm)
     sm.add_argument("--tta", action="store_true", help="average over flips")
 
     sc = sub.add_parser("score", help="score a submission CSV against a solution CSV")
@@ -132,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
 def _load_segmenter(args):
     from nucleuseg.segmenter import Segmenter
 
-    seg = Segmenter.load(args.model, backend=args.backend)
+    seg = Segmenter.load(args.model, backend=args.backend, device=args.device)
     if getattr(args, "tta", False):
         seg.inference = seg.inference.replace(tta=True)
     return seg
@@ -186,7 +214,7 @@ def _cmd_train(args) -> int:
     print(
         f"training on {len(train)} images, validating on {len(val)} ({args.backend}, {args.preset})"
     )
-    seg = Segmenter(args.backend, preset=args.preset, seed=args.seed)
+    seg = Segmenter(args.backend, preset=args.preset, seed=args.seed, device=args.device)
     started = time.perf_counter()
     history = seg.fit(
         train, validation=val, epochs=args.epochs, max_minutes=args.minutes, resume=args.resume
@@ -318,20 +346,23 @@ def _cmd_score(args) -> int:
 
 
 def _first_backend() -> str:
-    from nucleuseg.backends import available_backends
+    """The first built-in backend, in the registry's order of preference, that is installed."""
+    from nucleuseg.backends import available_backends, builtin_backends
     from nucleuseg.errors import BackendUnavailable
 
-    for preferred in ("torch", "keras", "flax"):
-        for info in available_backends():
-            if info.name == preferred and info.available:
-                return preferred
-    raise BackendUnavailable('no backend installed: pip install "nucleuseg[torch]"')
+    installed = {info.name for info in available_backends() if info.available}
+    for name in builtin_backends():
+        if name in installed:
+            return name
+    first = next(iter(builtin_backends().values()))
+    raise BackendUnavailable(f'no backend installed: pip install "nucleuseg[{first.extra}]"')
 
 
 def _cmd_demo(args) -> int:
     from nucleuseg.demo import run_demo
 
-    run_demo(args.backend or _first_backend(), args.minutes, Path(args.out), args.seed)
+    backend = args.backend or _first_backend()
+    run_demo(backend, args.minutes, Path(args.out), args.seed, device=args.device)
     return 0
 
 

@@ -23,8 +23,17 @@ DEMO_NETWORK = get_preset("default").network.replace(depth=4, base_filters=8)
 DEMO_TRAINING = get_preset("default").training.replace(crop=96, batch_size=8, steps_per_epoch=40)
 
 
-def run_demo(backend: str, minutes: float = 2.0, out: Path = Path("nucleuseg-demo"), seed: int = 0):
+def run_demo(
+    backend: str,
+    minutes: float = 2.0,
+    out: Path = Path("nucleuseg-demo"),
+    seed: int = 0,
+    device: str | int | None = None,
+):
     """Train, score and write the demo outputs; returns the :class:`~nucleuseg.metrics.DatasetScore`.
+
+    ``device`` is where the network runs, as for :class:`~nucleuseg.Segmenter` (``None``: a GPU
+    when the framework sees one, else the CPU).
 
     What it does and the scores are logged at ``INFO`` level on the ``nucleuseg.demo`` logger
     (``nucleuseg demo`` shows them).
@@ -36,7 +45,7 @@ def run_demo(backend: str, minutes: float = 2.0, out: Path = Path("nucleuseg-dem
     preset = get_preset("default").replace(
         name="demo", network=DEMO_NETWORK, training=DEMO_TRAINING
     )
-    seg = Segmenter(backend, preset=preset, seed=seed)
+    seg = Segmenter(backend, preset=preset, seed=seed, device=device)
     logger.info(
         "nucleuseg demo: training a %s U-Net on %d synthetic images for up to %g min",
         backend,

@@ -7,14 +7,20 @@ import importlib.util
 import numpy as np
 import pytest
 
-FRAMEWORKS = {"torch": "torch", "keras": "tensorflow", "flax": "flax"}
+from nucleuseg.backends import builtin_backends
+
+#: Built-in backend name -> the framework module it needs, from the registry.
+FRAMEWORKS = {name: backend.framework for name, backend in builtin_backends().items()}
 
 
 def backend_or_skip(name: str) -> str:
     """Skip the calling test, with the reason, when the backend's framework is missing."""
-    module = FRAMEWORKS[name]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f'{name} backend: {module} is not installed (pip install "nucleuseg[{name}]")')
+    backend = builtin_backends()[name]
+    if importlib.util.find_spec(backend.framework) is None:
+        pytest.skip(
+            f"{name} backend: {backend.framework} is not installed "
+            f'(pip install "nucleuseg[{backend.extra}]")'
+        )
     return name
 
 
