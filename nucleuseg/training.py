@@ -214,8 +214,7 @@ def train(
             break
         began = time.perf_counter()
         rng = np.random.default_rng([seed, epoch])
-        if hasattr(network, "reseed"):
-            network.reseed(seed * 100_003 + epoch)
+        network.reseed(seed * 100_003 + epoch)
         losses = []
         lr = preset.training.learning_rate
         bar = progress_bar(batches(items, preset, rng, steps), f"epoch {epoch}", progress, steps)
