@@ -38,12 +38,12 @@ import time
 
 import numpy as np
 
-from nucleuseg.backends import available_backends, get_backend
+from nucleuseg.backends import available_backends, builtin_backends, get_backend
 from nucleuseg.backends.base import canonical_shapes
 from nucleuseg.config import Preset, UNetConfig, get_preset
 from nucleuseg.errors import NucleusegError
 
-DEFAULT_ORDER = ("torch", "keras", "flax")
+DEFAULT_ORDER = tuple(builtin_backends())
 INFERENCE_SIZES = ((520, 696), (1024, 1024))
 
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from nucleuseg.backends import build_network
+from nucleuseg.backends import Network, build_network
 from nucleuseg.backends.base import canonical_shapes, init_weights
 from nucleuseg.config import get_preset
+from nucleuseg.errors import ConfigError
 from nucleuseg.masks import make_targets
 
 
@@ -127,11 +128,10 @@ def test_torch_dropout_drops_p_and_keeps_the_mean(p, channels_last):
     torch = pytest.importorskip("torch", reason='pip install "nucleuseg[torch]"')
     from nucleuseg.backends.torch_backend import _Dropout
 
-    torch.manual_seed(0)
     x = torch.ones(4, 8, 64, 64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    drop = _Dropout(p).train()
+    drop = _Dropout(p, torch.Generator().manual_seed(0)).train()
     y = drop(x)
     assert y.shape == x.shape
     assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
@@ -141,3 +141,37 @@ def test_torch_dropout_drops_p_and_keeps_the_mean(p, channels_last):
     # masks differ from call to call and element to element, and eval mode is the identity
     assert not torch.equal(drop(x) == 0, y == 0)
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_every_backend_is_a_network_with_reseed(backend, tiny_preset):
+    net = build_network(backend, tiny_preset.network)
+    assert isinstance(net, Network)
+    assert callable(net.reseed) and net.reseed(3) is None
+
+
+@pytest.mark.parametrize("loss", ["dice", "BCE", ""])
+def test_an_unknown_loss_name_is_refused(backend, tiny_preset, loss):
+    with pytest.raises(ConfigError, match=r"loss must be one of \('bce', 'bce_dice'\), got"):
+        build_network(backend, tiny_preset.network, loss=loss)
+
+
+def test_torch_leaves_the_global_random_state_alone(tiny_preset):
+    """The torch network draws dropout masks from its own generator: building, reseeding,
+    training and predicting neither read nor seed PyTorch's global random state, and its
+    stream repeats after a reseed however much the global generator was used in between."""
+    torch = pytest.importorskip("torch", reason='pip install "nucleuseg[torch]"')
+    config = tiny_preset.network.replace(dropout=(0.3,))
+    x, y = _batch(config)
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    net = build_network("torch", config, seed=0)
+    net.reseed(5)
+    first = [net.train_step(x, y, 0.0) for _ in range(3)]
+    net.predict(x)
+    net.loss(x, y)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+    torch.rand(1000)  # the global stream moves; the network's does not follow it
+    net.reseed(5)
+    assert [net.train_step(x, y, 0.0) for _ in range(3)] == first
+    assert len(set(first)) == 3  # dropout masks differ from step to step

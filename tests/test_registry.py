@@ -8,6 +8,7 @@ import pytest
 import nucleuseg.backends as registry
 from nucleuseg.backends import (
     available_backends,
+    builtin_backends,
     get_backend,
     register_backend,
     registered_backends,
@@ -27,6 +28,9 @@ class ThresholdNetwork:
         self.config = config
         self.weights = init_weights(config, seed)
         self.gain = 12.0
+
+    def reseed(self, seed):
+        pass  # no random streams
 
     def train_step(self, x, y, learning_rate):
         return self.loss(x, y)
@@ -152,3 +156,61 @@ def test_check_weights_reports_missing_extra_misshapen(tiny_preset):
     weights["enc1.conv1.kernel"] = np.zeros((3, 3, 3, 5), np.float32)
     with pytest.raises(CheckpointError, match="missing.*head.bias.*unexpected.*bogus.*misshapen"):
         check_weights(weights, tiny_preset.network)
+
+
+def test_builtin_backends_in_order_of_preference():
+    builtin = builtin_backends()
+    assert list(builtin) == ["torch", "keras", "flax"]
+    assert [(b.framework, b.extra) for b in builtin.values()] == [
+        ("torch", "torch"),
+        ("tensorflow", "keras"),
+        ("flax", "flax"),
+    ]
+    infos = {b.name: b for b in available_backends()}
+    for name, backend in builtin.items():
+        assert infos[name].source == "builtin" and infos[name].framework == backend.framework
+        assert backend.module == f"nucleuseg.backends.{name}_backend"
+
+
+def test_test_and_doctest_conftests_list_the_registry(monkeypatch):
+    import importlib.util
+    import runpy
+    from pathlib import Path
+
+    from conftest import FRAMEWORKS
+
+    assert FRAMEWORKS == {name: b.framework for name, b in builtin_backends().items()}
+    root = Path(__file__).parents[1]
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "tensorflow" else find_spec(name)
+    )
+    ignored = runpy.run_path(str(root / "conftest.py"))["collect_ignore"]
+    assert ignored == ["nucleuseg/backends/keras_backend.py"]
+    assert all((root / path).is_file() for path in ignored)
+
+
+def test_the_demo_takes_the_first_installed_backend_in_the_registry_order(monkeypatch):
+    from nucleuseg import cli
+
+    def installed(*names):
+        infos = [registry.BackendInfo(n, n, "1", n in names, "builtin") for n in ("flax", "keras")]
+        infos.append(registry.BackendInfo("torch", "torch", None, "torch" in names, "builtin"))
+        monkeypatch.setattr(registry, "available_backends", lambda: infos)
+
+    installed("flax", "keras")
+    assert cli._first_backend() == "keras"
+    installed("flax", "torch")
+    assert cli._first_backend() == "torch"
+    installed()
+    with pytest.raises(
+        BackendUnavailable, match=r'no backend installed: pip install "nucleuseg\[torch\]"'
+    ):
+        cli._first_backend()
+
+
+def test_a_factory_without_device_builds_when_no_device_is_asked_for(plugin_on_path, tiny_preset):
+    from nucleuseg.backends import build_network
+
+    net = build_network("threshold", tiny_preset.network, seed=0)
+    assert net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape == (1, 8, 8, 3)

@@ -208,9 +208,11 @@ class FlaxNetwork(BaseNetwork):
     Examples
     --------
     >>> from nucleuseg.config import get_preset
-    >>> net = FlaxNetwork(get_preset("seed").network.replace(depth=2, base_filters=2), seed=0)
-    >>> net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape
-    (1, 8, 8, 1)
+    >>> net = FlaxNetwork(get_preset("default").network.replace(depth=2, base_filters=2))
+    >>> sorted(net.variables), float(net.get_optimizer_state()["adam.step"])
+    (['batch_stats', 'params'], 0.0)
+    >>> net.predict(np.zeros((2, 16, 16, 3), np.float32)).shape
+    (2, 16, 16, 3)
     """
 
     framework = "jax"

@@ -161,9 +161,10 @@ class KerasNetwork(BaseNetwork):
     Examples
     --------
     >>> from nucleuseg.config import get_preset
-    >>> net = KerasNetwork(get_preset("seed").network.replace(depth=2, base_filters=2), seed=0)
-    >>> net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape
-    (1, 8, 8, 1)
+    >>> config = get_preset("seed").network.replace(depth=2, base_filters=2)
+    >>> net = KerasNetwork(config, seed=0, device="cpu")
+    >>> net.device, net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape
+    (DeviceSpec(kind='cpu', index=0), (1, 8, 8, 1))
     """
 
     framework = "tensorflow"

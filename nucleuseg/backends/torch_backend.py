@@ -190,11 +190,15 @@ class TorchNetwork(BaseNetwork):
 
     Examples
     --------
+    Building and training it leaves PyTorch's global random state alone:
+
     >>> from nucleuseg.config import get_preset
-    >>> config = get_preset("seed").network.replace(depth=2, base_filters=2)
+    >>> before = torch.random.get_rng_state()
+    >>> config = get_preset("seed").network.replace(depth=2, base_filters=4)  # with dropout
     >>> net = TorchNetwork(config, seed=0, device="cpu")
-    >>> net.torch_device, net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape
-    (device(type='cpu'), (1, 8, 8, 1))
+    >>> loss = net.train_step(np.ones((2, 8, 8, 3), np.float32), np.ones((2, 8, 8, 1)), 1e-3)
+    >>> net.torch_device, torch.equal(torch.random.get_rng_state(), before)
+    (device(type='cpu'), True)
     """
 
     framework = "torch"
