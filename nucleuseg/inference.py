@@ -56,7 +56,12 @@ from nucleuseg.tiling import (
 from nucleuseg.transforms import NormalizationStats, as_rgb, normalize, resize
 
 BATCH_SIZE = 8
-"""Images per network call by default when several share a shape (see :func:`predict_batch`)."""
+"""Most images per network call of :func:`predict_batch` by default.
+
+Whether batching pays depends on the device: where a network call has much fixed cost (a GPU) it
+does; on the 2-core CPU measured on the accuracy page it did not (``benchmarks/batch_inference.py``),
+so :class:`~nucleuseg.Segmenter` predicts one image per call unless asked otherwise.
+"""
 
 
 def predict_probabilities(
@@ -171,17 +176,34 @@ def predict_batch(
     ...     calls.append(len(batch))
     ...     return batch[..., :3]
     >>> images = [np.zeros((60, 60)), np.ones((64, 50)), np.zeros((20, 30))]
-    >>> [p.shape[:2] for p in predict_batch(net, images, get_preset("default"))]
+    >>> [p.shape[:2] for p in predict_batch(net, images, get_preset("default"), batch_size=8)]
     [(60, 60), (64, 50), (20, 30)]
     >>> calls  # the two images padded to 64 x 64 went in one call
     [2, 1]
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size}")
+    batch_size = check_batch_size(batch_size)
     xs = [normalize(as_rgb(image, f"images[{i}]")) for i, image in enumerate(images)]
-    return _predict_normalised(predict, xs, preset, int(batch_size))
+    return _predict_normalised(predict, xs, preset, batch_size)
+
+
+def check_batch_size(batch_size: int, name: str = "batch_size") -> int:
+    """``batch_size`` as an ``int`` when it is a positive integer.
+
+    Raises
+    ------
+    InputError
+        Otherwise (booleans and floats included), naming the argument.
+
+    Examples
+    --------
+    >>> check_batch_size(np.int64(4))
+    4
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise InputError(f"{name} must be a positive integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise InputError(f"{name} must be a positive integer, got {batch_size}")
+    return int(batch_size)
 
 
 def rescale_factor(probs: np.ndarray, inference: InferenceConfig) -> float:

@@ -24,7 +24,12 @@ from nucleuseg.backends.base import Network
 from nucleuseg.config import InferenceConfig, Preset, UNetConfig, get_preset
 from nucleuseg.data.base import Dataset, Sample, in_memory
 from nucleuseg.errors import BackendUnavailable
-from nucleuseg.inference import BATCH_SIZE, predict_batch, predict_labels, predict_probabilities
+from nucleuseg.inference import (
+    check_batch_size,
+    predict_batch,
+    predict_labels,
+    predict_probabilities,
+)
 from nucleuseg.postprocess import to_instances
 from nucleuseg.progress import progress_bar
 from nucleuseg.training import History, train
@@ -170,12 +175,14 @@ class Segmenter:
         self,
         images: Dataset | Iterable[Sample],
         progress: bool = True,
-        batch_size: int = BATCH_SIZE,
+        batch_size: int = 1,
     ) -> dict[str, np.ndarray]:
         """``{image_id: labels}`` for every sample of a dataset.
 
-        Images that share a shape are predicted ``batch_size`` at a time (the labels are those
-        :meth:`predict` gives for each alone), see :func:`nucleuseg.inference.predict_batch`.
+        With ``batch_size`` above 1, images that share a shape are predicted that many per
+        network call (the labels are those :meth:`predict` gives for each alone, see
+        :func:`nucleuseg.inference.predict_batch`). That pays where a network call has much fixed
+        cost, as on a GPU; on a CPU one image per call (the default) was as fast or faster.
         """
         return {
             sample.image_id: to_instances(probs, self.preset.inference)
@@ -183,11 +190,12 @@ class Segmenter:
         }
 
     def evaluate(
-        self, dataset: Dataset, progress: bool = True, batch_size: int = BATCH_SIZE
+        self, dataset: Dataset, progress: bool = True, batch_size: int = 1
     ) -> metrics.DatasetScore:
         """The DSB score (and every count behind it) of this model on a labelled dataset.
 
-        Predicts as :meth:`predict_many` does; ``fit`` scores its validation set with this.
+        Predicts as :meth:`predict_many` does (``batch_size`` as there); ``fit`` scores its
+        validation set with this.
         """
         truths, preds = {}, {}
         for sample, probs in self._probabilities(dataset, "evaluating", progress, batch_size):
@@ -199,6 +207,7 @@ class Segmenter:
         self, samples: Iterable[Sample], what: str, progress: bool, batch_size: int
     ) -> Iterator[tuple[Sample, np.ndarray]]:
         """``(sample, probabilities)`` in order, read ahead a few batches at a time."""
+        batch_size = check_batch_size(batch_size)
         total = len(samples) if hasattr(samples, "__len__") else None
         chunk: list[Sample] = []
         pixels = 0
@@ -217,16 +226,19 @@ class Segmenter:
         probs = predict_batch(self.network.predict, images, self.preset, batch_size=batch_size)
         yield from zip(chunk, probs, strict=True)
 
-    def tune(self, validation: Dataset, progress: bool = True, **grid) -> TuningResult:
+    def tune(
+        self, validation: Dataset, progress: bool = True, batch_size: int = 1, **grid
+    ) -> TuningResult:
         """Choose the post-processing thresholds that score best on ``validation``, and keep them.
 
         Probabilities are predicted once per image; ``grid`` may override the values tried
         (``thresholds``, ``seed_thresholds``, ``min_sizes``, see
         :func:`nucleuseg.tuning.tune_postprocessing`). The chosen setting becomes
-        :attr:`inference` and is saved with the model.
+        :attr:`inference` and is saved with the model. ``batch_size`` is as for
+        :meth:`predict_many`.
         """
         probs, truths = {}, {}
-        for sample, p in self._probabilities(validation, "tuning", progress, BATCH_SIZE):
+        for sample, p in self._probabilities(validation, "tuning", progress, batch_size):
             probs[sample.image_id] = p
             truths[sample.image_id] = sample.labels
         result = tune_postprocessing(probs, truths, self.preset.inference, **grid)

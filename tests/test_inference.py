@@ -132,7 +132,7 @@ def test_batch_with_auto_scale_matches_one_at_a_time(tiny_preset):
     # zoomed 2x, 1x (left alone), 2x and 0.5x
     images = [blobs(3, 48), blobs(10, 60), blobs(3, 48), blobs(30, 200)]
     calls: list[int] = []
-    batched = inference.predict_batch(_counting(foreground, calls), images, preset)
+    batched = inference.predict_batch(_counting(foreground, calls), images, preset, batch_size=8)
     single: list[int] = []
     for image, probs in zip(images, batched, strict=True):
         alone = inference.predict_probabilities(_counting(foreground, single), image, preset)

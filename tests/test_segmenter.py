@@ -9,6 +9,7 @@ import nucleuseg.segmenter
 from nucleuseg import Segmenter, metrics
 from nucleuseg.backends import canonical_shapes
 from nucleuseg.data import in_memory, make_synthetic, synthetic_sample
+from nucleuseg.errors import InputError
 from nucleuseg.metrics import DatasetScore
 
 
@@ -115,6 +116,8 @@ def test_predict_many_and_evaluate_batch_what_predict_does_alone(tiny_preset):
     alone = {s.image_id: seg.predict(s.image) for s in dataset}
     assert many.keys() == alone.keys()
     assert all(np.array_equal(many[i], alone[i]) for i in alone)
+    with pytest.raises(InputError, match="batch_size"):
+        seg.predict_many(dataset, progress=False, batch_size=0)
     result = seg.evaluate(dataset, progress=False, batch_size=2)
     expected = metrics.score_dataset({s.image_id: s.labels for s in dataset}, alone)
     assert result.score == expected.score and len(result.per_image) == len(shapes)
