@@ -149,7 +149,7 @@ class SampleCache:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, _Corrupt):
             entry = None
         if entry is None:
-            self._discard(path)
+            self._delete(path)
         return entry
 
     def peek(self, key: str) -> tuple[str, tuple[int, int]] | None:
@@ -167,10 +167,10 @@ class SampleCache:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, _Corrupt):
-            self._discard(path)
+            self._delete(path)
             return None
         if kind not in KINDS or len(shape) != 2:
-            self._discard(path)
+            self._delete(path)
             return None
         return kind, (shape[0], shape[1])
 
@@ -215,7 +215,8 @@ class SampleCache:
         shutil.rmtree(self._folder, ignore_errors=True)
         return count
 
-    def _discard(self, path: Path) -> None:
+    def _delete(self, path: Path) -> None:
+        """Delete a damaged entry's file (one already gone is fine)."""
         with contextlib.suppress(OSError):
             path.unlink()
 

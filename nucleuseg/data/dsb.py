@@ -73,7 +73,7 @@ def default_workers() -> int:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class _ImageFiles:
     """The files of one image id."""
 
     folder: Path
@@ -86,7 +86,7 @@ class _Source:
 
     def __init__(
         self,
-        entries: dict[str, _Entry],
+        entries: dict[str, _ImageFiles],
         use_masks: bool,
         labels: dict | None,
         labels_csv: Path | None,
@@ -143,7 +143,7 @@ class _Source:
             labels = self._decode_csv(image_id, entry, shape)
         return Sample(image_id, image, labels, image_kind(image))
 
-    def _merge(self, entry: _Entry, shape: tuple[int, int]) -> np.ndarray:
+    def _merge(self, entry: _ImageFiles, shape: tuple[int, int]) -> np.ndarray:
         names = entry.masks or ()
         masks = [read_mask(path, shape=shape) for path in names]
         try:
@@ -159,7 +159,7 @@ class _Source:
                 f"{entry.folder / 'masks'}: {text}; see load_dsb(overlap=...)"
             ) from None
 
-    def _decode_csv(self, image_id: str, entry: _Entry, shape: tuple[int, int]) -> np.ndarray:
+    def _decode_csv(self, image_id: str, entry: _ImageFiles, shape: tuple[int, int]) -> np.ndarray:
         from nucleuseg.rle import decode_labels
 
         rles = self.labels[image_id]
@@ -446,7 +446,7 @@ def resolve_dsb_path(path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------- layout
 
 
-def _scan_dataset(root: Path) -> dict[str, _Entry]:
+def _scan_dataset(root: Path) -> dict[str, _ImageFiles]:
     folders = [e for e in _listing(root) if _is_dir(e)]
     if not folders:
         raise DatasetError(f"{root}: empty dataset (no image folders)")
@@ -470,7 +470,7 @@ def _scan_dataset(root: Path) -> dict[str, _Entry]:
     return entries
 
 
-def _scan_image_folder(folder: Path, image_id: str) -> _Entry:
+def _scan_image_folder(folder: Path, image_id: str) -> _ImageFiles:
     children = {e.name: e for e in _listing(folder)}
     images = children.get("images")
     if images is None or not _is_dir(images):
@@ -497,7 +497,7 @@ def _scan_image_folder(folder: Path, image_id: str) -> _Entry:
         if not _is_dir(children["masks"]):
             raise DatasetError(f"{folder / 'masks'}: not a folder")
         masks = tuple(_mask_files(folder / "masks"))
-    return _Entry(folder, Path(files[0].path), masks)
+    return _ImageFiles(folder, Path(files[0].path), masks)
 
 
 def _mask_files(folder: Path) -> list[Path]:
@@ -536,7 +536,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _use_masks(root: Path, entries: dict[str, _Entry], masks: bool | None) -> bool:
+def _use_masks(root: Path, entries: dict[str, _ImageFiles], masks: bool | None) -> bool:
     if masks is False:
         return False
     lacking = sorted(i for i, e in entries.items() if e.masks is None)
@@ -553,7 +553,7 @@ def _use_masks(root: Path, entries: dict[str, _Entry], masks: bool | None) -> bo
     raise DatasetError(f"{root}: {len(lacking)} image folders have no masks/ folder ({shown})")
 
 
-def _read_labels_csv(path: Path, entries: dict[str, _Entry]) -> dict:
+def _read_labels_csv(path: Path, entries: dict[str, _ImageFiles]) -> dict:
     from nucleuseg.rle import read_rle_csv
 
     table = read_rle_csv(path)
@@ -603,7 +603,7 @@ def _parallel(
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Results are dropped as they come, so samples are never all held in memory.
-        futures = [pool.submit(_discard, work, image_id) for image_id in ids]
+        futures = [pool.submit(_run_and_drop, work, image_id) for image_id in ids]
         try:
             for future in progress_bar(as_completed(futures), desc, progress, len(futures)):
                 future.result()
@@ -613,5 +613,6 @@ def _parallel(
             raise
 
 
-def _discard(work: Callable[[str], object], image_id: str) -> None:
+def _run_and_drop(work: Callable[[str], object], image_id: str) -> None:
+    """``work(image_id)`` with its result dropped, so the thread pool keeps no sample."""
     work(image_id)

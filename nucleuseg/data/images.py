@@ -296,7 +296,7 @@ def _decode(
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read file ({err.strerror or err})") from None
     with _open_pil(path, io.BytesIO(data)) as im:
-        _check_size(path, (im.height, im.width), max_pixels, shape)
+        _check_header_size(path, (im.height, im.width), max_pixels, shape)
         mode = im.mode
         if mode.startswith("I;16"):
             mode = "I;16"
@@ -323,7 +323,7 @@ def _decode_tiff(
     import tifffile
 
     (height, width, *channels), dtype, palette = _tiff_header(path)
-    _check_size(path, (height, width), max_pixels, shape)
+    _check_header_size(path, (height, width), max_pixels, shape)
     mode = _tiff_mode(dtype, channels[0] if channels else 1, palette)
     if mode not in ("L", "RGB", "RGBA", "I;16", "RGB;16", "RGBA;16", "1"):
         return np.empty(0), mode
@@ -447,9 +447,11 @@ def _open_pil(path: Path, source: io.BytesIO | None = None) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _check_size(
+def _check_header_size(
     path: Path, size: tuple[int, int], max_pixels: int, shape: tuple[int, int] | None
 ) -> None:
+    """Check the ``(height, width)`` read from a file's header before decoding: some pixels,
+    at most ``max_pixels`` of them, and ``shape`` when one is required."""
     height, width = size
     if height <= 0 or width <= 0:
         raise ImageReadError(f"{path}: image has no pixels ({height}x{width})")

@@ -60,7 +60,8 @@ _EOSIN = np.array([0.07, 0.99, 0.11])
 # argument checks and seeds
 
 
-def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
+def _parse_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    """The ``(height, width)`` that a ``size`` argument (an int or a pair of ints) asks for."""
     if isinstance(size, int | np.integer) and not isinstance(size, bool):
         shape = (int(size), int(size))
     elif (
@@ -402,7 +403,9 @@ def _stain(rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def _nuclei(rng: np.random.Generator, shape: tuple[int, int], elements: tuple, lay: dict, st: dict):
+def _nucleus_density(
+    rng: np.random.Generator, shape: tuple[int, int], elements: tuple, lay: dict, st: dict
+):
     """Textured density of all nuclei: per-nucleus amplitude, falloff and rim, then chromatin."""
     flat, owner, rho = elements
     n = len(lay["a"])
@@ -463,7 +466,7 @@ def _filaments(rng: np.random.Generator, shape: tuple[int, int], st: dict) -> np
 
 
 def _fluorescence(rng, shape, labels, elements, lay, st) -> np.ndarray:
-    nuclei = _nuclei(rng, shape, elements, lay, st)
+    nuclei = _nucleus_density(rng, shape, elements, lay, st)
     background = st["background"]
     if st["glow"] > 0:  # faint cytoplasmic stain around the nuclei
         body, _ = _cells(rng, labels, lay["r0"], st["glow_reach"], max(1.5, lay["r0"] / 3))
@@ -475,7 +478,7 @@ def _fluorescence(rng, shape, labels, elements, lay, st) -> np.ndarray:
 
 
 def _brightfield(rng, shape, labels, elements, lay, st) -> np.ndarray:
-    optical = _nuclei(rng, shape, elements, lay, st)
+    optical = _nucleus_density(rng, shape, elements, lay, st)
     if st["cytoplasm"] > 0:
         body, outline = _cells(rng, labels, lay["r0"], st["cell_reach"])
         speckle = 1.0 + 0.25 * _smooth_field(rng, shape, 0.8)
@@ -485,7 +488,7 @@ def _brightfield(rng, shape, labels, elements, lay, st) -> np.ndarray:
 
 
 def _histology(rng, shape, labels, elements, lay, st) -> np.ndarray:
-    hema = _nuclei(rng, shape, elements, lay, st)
+    hema = _nucleus_density(rng, shape, elements, lay, st)
     nucleus_eosin = st["nucleus_eosin"] * (labels > 0)
     # Tissue: large patches (with some empty space) of stroma with fibres along one direction.
     patches = _smooth_field(rng, shape, 0.15 * min(shape))
@@ -553,7 +556,7 @@ def synthetic_sample(
     True
     """
     seed = _check_seed(seed)
-    shape = _check_size(size)
+    shape = _parse_size(size)
     kind = _pick_kind(seed) if kind is None else _check_kind(kind)
     rng = np.random.default_rng([seed, KINDS.index(kind)])
     style = _style(rng, kind)
@@ -610,7 +613,7 @@ def make_synthetic(
     """
     n = _check_seed(n, "n")
     seed = _check_seed(seed)
-    shape = _check_size(size)
+    shape = _parse_size(size)
     if kinds is not None:
         if isinstance(kinds, str) or len(kinds) == 0:
             raise InputError(f"kinds must be a non-empty sequence of {KINDS}, got {kinds!r}")
