@@ -36,7 +36,6 @@ from nucleuseg.errors import ConfigError
 ACTIVATIONS = ("relu", "elu")
 NORMALIZATIONS = ("none", "batch")
 UPSAMPLINGS = ("transpose", "nearest")
-POSTPROCESSINGS = ("components", "watershed")
 LOSSES = ("bce", "bce_dice")
 
 
@@ -189,9 +188,12 @@ class InferenceConfig(_Replaceable):
 
     Parameters
     ----------
-    postprocess : {"components", "watershed"}
-        Connected components of the thresholded foreground, or marker-controlled watershed with
-        markers from foreground minus contour and touching channels.
+    postprocess : str
+        A registered post-processing method (see :mod:`nucleuseg.postprocess`):
+        ``"components"`` (connected components of the thresholded foreground),
+        ``"watershed"`` (marker-controlled watershed with markers from foreground minus contour
+        and touching channels), or one added with
+        :func:`~nucleuseg.postprocess.register_postprocess`.
     threshold : float
         Foreground probability threshold.
     seed_threshold : float
@@ -225,8 +227,17 @@ class InferenceConfig(_Replaceable):
     def __post_init__(self) -> None:
         if not self.target_radius > 0:
             raise ConfigError(f"target_radius must be positive, got {self.target_radius}")
-        if self.postprocess not in POSTPROCESSINGS:
-            raise ConfigError(f"postprocess must be one of {POSTPROCESSINGS}")
+        # The registry lives with the methods in nucleuseg.postprocess, which uses this
+        # module's InferenceConfig: it is looked up when a name is checked, so that neither
+        # module imports the other as it loads.
+        from nucleuseg.postprocess import list_postprocessing
+
+        methods = tuple(list_postprocessing())
+        if self.postprocess not in methods:
+            raise ConfigError(
+                f"postprocess must be one of {methods} (the registered post-processing "
+                f"methods), got {self.postprocess!r}"
+            )
         if not (0 < self.threshold < 1 and 0 < self.seed_threshold < 1):
             raise ConfigError("threshold and seed_threshold must be in (0, 1)")
         if self.min_size < 0 or self.tile < 32 or not 0 <= self.overlap < self.tile // 2:

@@ -3,7 +3,9 @@
 The network's probabilities are computed once per image; every combination of foreground
 threshold, marker threshold and minimum object size is then scored with the DSB metric on those
 cached probabilities, so a grid of a few dozen settings costs a few post-processing passes, not
-a few dozen predictions.
+a few dozen predictions. Only the parameters the post-processing method declares when it is
+registered (:func:`nucleuseg.postprocess.register_postprocess`) are varied: ``"components"``
+ignores the marker threshold, so its grid keeps that one fixed.
 
 Examples
 --------
@@ -25,7 +27,7 @@ import numpy as np
 
 from nucleuseg import metrics
 from nucleuseg.config import InferenceConfig
-from nucleuseg.postprocess import to_instances
+from nucleuseg.postprocess import PARAMETERS, get_postprocess, to_instances
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ def tune_postprocessing(
     base : InferenceConfig, optional
         The setting whose other fields (post-processing kind, tiling, TTA) are kept.
     thresholds, seed_thresholds, min_sizes : sequences
-        The values tried. ``seed_thresholds`` only matter for watershed post-processing.
+        The values tried for ``threshold``, ``seed_threshold`` and ``min_size``. A parameter
+        that the method of ``base.postprocess`` does not read (see
+        :attr:`~nucleuseg.postprocess.PostprocessMethod.parameters`) keeps its value in
+        ``base``: ``seed_thresholds`` only matter for ``"watershed"``.
 
     Returns
     -------
@@ -74,12 +79,11 @@ def tune_postprocessing(
         Ties keep the earliest setting in grid order, so list the defaults first.
     """
     base = base or InferenceConfig()
-    if base.postprocess != "watershed":
-        seed_thresholds = (base.seed_threshold,)
+    method = get_postprocess(base.postprocess)
+    grid = {"threshold": thresholds, "seed_threshold": seed_thresholds, "min_size": min_sizes}
+    values = [grid[p] if p in method.parameters else (getattr(base, p),) for p in PARAMETERS]
     trials = []
-    for threshold, seed_threshold, min_size in itertools.product(
-        thresholds, seed_thresholds, min_sizes
-    ):
+    for threshold, seed_threshold, min_size in itertools.product(*values):
         config = base.replace(
             threshold=float(threshold), seed_threshold=float(seed_threshold), min_size=int(min_size)
         )
