@@ -214,3 +214,24 @@ def test_a_factory_without_device_builds_when_no_device_is_asked_for(plugin_on_p
 
     net = build_network("threshold", tiny_preset.network, seed=0)
     assert net.predict(np.zeros((1, 8, 8, 3), np.float32)).shape == (1, 8, 8, 3)
+
+
+def test_a_network_missing_a_contract_method_is_refused_by_name(tiny_preset):
+    from nucleuseg.backends import build_network
+
+    class NoReseed:
+        def __init__(self, config, seed=0):
+            self.config = config
+
+        def train_step(self, x, y, learning_rate):
+            return 0.0
+
+        def predict(self, x):
+            return x[..., :1]
+
+    register_backend("half-done", requires="numpy")(NoReseed)
+    try:
+        with pytest.raises(BackendUnavailable, match=r"NoReseed without loss, reseed, get_weights"):
+            build_network("half-done", tiny_preset.network)
+    finally:
+        registry._REGISTRY.pop("half-done")

@@ -272,7 +272,8 @@ def build_network(
     Raises
     ------
     BackendUnavailable
-        If the backend is unknown or its framework is not installed.
+        If the backend is unknown, its framework is not installed, or what its factory built
+        lacks a method of the :class:`~nucleuseg.backends.base.Network` contract.
     ConfigError
         If ``device`` is not a device spec, or asks for a GPU the framework does not see.
 
@@ -288,7 +289,20 @@ def build_network(
     """
     if device is not None:
         options["device"] = parse_device(device)
-    return get_backend(name)(config, seed, **options)
+    network = get_backend(name)(config, seed, **options)
+    missing = [m for m in _CONTRACT if not callable(getattr(network, m, None))]
+    if missing:
+        raise BackendUnavailable(
+            f"backend {name!r} built a {type(network).__name__} without {', '.join(missing)}: "
+            "a network must provide every method of nucleuseg.backends.base.Network"
+        )
+    return network
+
+
+#: The methods every network provides (:class:`~nucleuseg.backends.base.Network`).
+_CONTRACT = tuple(
+    name for name in vars(Network) if not name.startswith("_") and callable(vars(Network)[name])
+)
 
 
 __all__ = [
