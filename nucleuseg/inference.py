@@ -143,8 +143,8 @@ def predict_batch(
     round-off of the network): images are grouped by their padded shape and each group is
     predicted up to ``batch_size`` images per network call, fewer where the call would exceed
     the pixels of :data:`~nucleuseg.tiling.TILES_PER_CALL` full tiles. Images larger than
-    ``inference.tile`` are predicted alone, their tiles batched as :func:`~nucleuseg.tiling.
-    predict_tiled` does.
+    ``inference.tile`` are predicted alone, their tiles batched as
+    :func:`~nucleuseg.tiling.predict_tiled` does.
 
     Parameters
     ----------
