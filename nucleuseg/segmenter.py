@@ -40,8 +40,6 @@ from nucleuseg.tuning import TuningResult, tune_postprocessing
 _READ_AHEAD_BATCHES = 4
 _READ_AHEAD_PIXELS = 2**24
 
-Device = str | int | None
-
 
 class Segmenter:
     """A U-Net nucleus segmenter on a named backend.
@@ -68,6 +66,8 @@ class Segmenter:
     ------
     BackendUnavailable
         If the backend is unknown or its framework is not installed.
+    ConfigError
+        If ``device`` is not a device spec, or names a GPU the framework does not see.
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class Segmenter:
         config: UNetConfig | None = None,
         inference: InferenceConfig | None = None,
         seed: int = 0,
-        device: Device = None,
+        device: str | int | None = None,
     ) -> None:
         chosen = get_preset(preset)
         if config is not None:
@@ -88,10 +88,9 @@ class Segmenter:
         self.backend = backend
         self.seed = seed
         self.device = device
-        options: dict[str, object] = {"loss": chosen.training.loss}
-        if device is not None:
-            options["device"] = device
-        self.network: Network = build_network(backend, chosen.network, seed, **options)
+        self.network: Network = build_network(
+            backend, chosen.network, seed, loss=chosen.training.loss, device=device
+        )
         self.history: History | None = None
 
     def __repr__(self) -> str:
@@ -262,7 +261,7 @@ class Segmenter:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, backend: str | None = None, device: Device = None
+        cls, path: str | os.PathLike, backend: str | None = None, device: str | int | None = None
     ) -> Segmenter:
         """Load a model file into ``backend`` (default: the backend that saved it).
 

@@ -9,7 +9,7 @@ import nucleuseg.segmenter
 from nucleuseg import Segmenter, metrics
 from nucleuseg.backends import canonical_shapes
 from nucleuseg.data import in_memory, make_synthetic, synthetic_sample
-from nucleuseg.errors import InputError
+from nucleuseg.errors import ConfigError, InputError
 from nucleuseg.metrics import DatasetScore
 
 
@@ -163,4 +163,13 @@ def test_device_reaches_the_backend_factory(tiny_preset, monkeypatch, tmp_path):
     Segmenter("torch", preset=tiny_preset, device="gpu:1").save(tmp_path / "m.safetensors")
     Segmenter.load(tmp_path / "m.safetensors", device=0)
     loss = tiny_preset.training.loss
-    assert built == [{"loss": loss}, {"loss": loss, "device": "gpu:1"}, {"loss": loss, "device": 0}]
+    devices = [None, "gpu:1", 0]
+    assert built == [{"loss": loss, "device": device} for device in devices]
+
+
+def test_device_cpu_and_a_bad_device(tiny_preset):
+    pytest.importorskip("torch", reason="checked on the torch backend")
+    image = np.zeros((20, 30), np.uint8)
+    assert Segmenter("torch", preset=tiny_preset, device="cpu").predict(image).shape == (20, 30)
+    with pytest.raises(ConfigError, match="device"):
+        Segmenter("torch", preset=tiny_preset, device="tpu")
