@@ -6,13 +6,15 @@
 
 ``PRED_DIR`` holds one label image per image: single-channel 8-, 16- or 32-bit PNG or TIFF, 0 for
 background and one id per nucleus, named ``<image_id>.png`` (or ``<image_id>_labels.png``, as
-``nucleuseg predict`` writes them). ``TRUTH_DIR`` is a DSB-style folder with masks
-(``<id>/images/<id>.png``, ``<id>/masks/*.png``) or another folder of label images. Scores are
-printed per threshold and per image kind, and written per image to ``scores.csv`` in ``--out``.
+``nucleuseg predict`` writes them). ``TRUTH_DIR`` is a labelled dataset in a format nucleuseg
+reads (a DSB-style folder with masks, ``<id>/images/<id>.png`` and ``<id>/masks/*.png``, or an
+``images/`` folder with a ``labels/`` folder of label images of the same names), or a plain
+folder of label images. Scores are printed per threshold and, when the truth has images, per
+image kind; they are written per image to ``scores.csv`` in ``--out``.
 
-With no arguments the script makes both folders from synthetic nuclei: the "other tool" is
-simulated by shrinking every true nucleus by a pixel, dropping some, adding false ones and
-renumbering the rest.
+With no arguments the script makes both folders from synthetic nuclei (the truth as ``images/``
+and ``labels/``): the "other tool" is simulated by shrinking every true nucleus by a pixel,
+dropping some, adding false ones and renumbering the rest.
 """
 
 from __future__ import annotations
@@ -27,19 +29,13 @@ from scipy import ndimage as ndi
 
 import nucleuseg as ns
 
-SUFFIXES = (".png", ".tif", ".tiff")
-
-
-def label_files(folder: Path) -> dict[str, Path]:
-    """``{image_id: file}`` for the label images of a folder (``_labels`` suffix removed)."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
-    return {p.stem.removesuffix("_labels"): p for p in files}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pred", nargs="?", help="folder of predicted label images")
-    parser.add_argument("truth", nargs="?", help="DSB folder with masks, or label image folder")
+    parser.add_argument(
+        "truth", nargs="?", help="labelled dataset folder (DSB, images/ + labels/) or label images"
+    )
     parser.add_argument("--out", help="folder for scores.csv (default: a temporary folder)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="nucleuseg-evaluate-"))
@@ -52,16 +48,17 @@ def main() -> None:
     else:
         pred_dir, truth_dir = Path(args.pred), Path(args.truth)
 
-    # The truth: a DSB folder (its masks are merged into label images) or label image files.
+    # The truth: a dataset in a format nucleuseg recognises (a DSB folder's masks are merged
+    # into label images), or a plain folder of label images.
     kinds = None
-    if any((p / "masks").is_dir() for p in truth_dir.iterdir()):
-        dataset = ns.data.load_dsb(truth_dir, masks=True)
+    if ns.data.detect_formats(truth_dir):
+        dataset = ns.data.load_dataset(truth_dir, labels=True)
         truths = {s.image_id: s.labels for s in dataset}
         kinds = dataset.kinds()
     else:
-        truths = {i: ns.data.read_labels(p) for i, p in label_files(truth_dir).items()}
+        truths = {i: ns.data.read_labels(p) for i, p in ns.data.label_files(truth_dir).items()}
 
-    found = label_files(pred_dir)
+    found = ns.data.label_files(pred_dir, ids=truths)
     missing = [i for i in truths if i not in found]
     if missing:
         print(f"{len(missing)} images have no label image in {pred_dir}: scored as empty")
@@ -89,10 +86,10 @@ def main() -> None:
 
 
 def write_example_folders(out: Path) -> tuple[Path, Path]:
-    """Truth and 'another tool's' label images of synthetic nuclei, as 16-bit PNGs."""
+    """Truth (images and label images) and 'another tool's' label images of synthetic nuclei."""
     truth_dir, pred_dir = out / "truth", out / "other-tool"
-    truth_dir.mkdir(exist_ok=True)
-    pred_dir.mkdir(exist_ok=True)
+    for folder in (truth_dir / "images", truth_dir / "labels", pred_dir):
+        folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for sample in ns.data.make_synthetic(6, size=(128, 160), seed=4):
         truth = sample.labels
@@ -104,7 +101,10 @@ def write_example_folders(out: Path) -> tuple[Path, Path]:
         cy, cx = rng.integers(10, 118), rng.integers(10, 150)
         pred[((yy - cy) ** 2 + (xx - cx) ** 2 < 36) & (pred == 0)] = 999  # and finds a false one
         pred = np.where(pred > 0, pred * 7 + 100, 0)  # its own, non-sequential ids
-        ns.data.write_image(truth_dir / f"{sample.image_id}.png", truth.astype(np.uint16))
+        ns.data.write_image(truth_dir / "images" / f"{sample.image_id}.png", sample.image)
+        ns.data.write_image(
+            truth_dir / "labels" / f"{sample.image_id}.png", truth.astype(np.uint16)
+        )
         ns.data.write_image(pred_dir / f"{sample.image_id}_labels.png", pred.astype(np.uint16))
     return pred_dir, truth_dir
 

@@ -38,11 +38,19 @@ def _add_split(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    from nucleuseg.data.formats import list_formats
+
     parser.add_argument(
         "--data",
         required=required,
-        help="a DSB-style folder (<id>/images/<id>.png [+ masks/]); relative names are also "
-        "looked up under $NUCLEUSEG_DSB",
+        help="a dataset folder, its format found from its layout: DSB-style "
+        "(<id>/images/<id>.png [+ masks/]) or images/ with labels/ of the same names; relative "
+        "names are also looked up under $NUCLEUSEG_DSB",
+    )
+    parser.add_argument(
+        "--format",
+        choices=list_formats(),
+        help="read --data in this format instead of finding it from the layout",
     )
 
 
@@ -167,9 +175,9 @@ def _load_segmenter(args):
 
 
 def _split(args):
-    from nucleuseg.data import load_dsb
+    from nucleuseg.data import load_dataset
 
-    dataset = load_dsb(args.data)
+    dataset = load_dataset(args.data, format=args.format)
     train, val = dataset.split(args.val_fraction, seed=args.seed)
     return dataset, train, val
 
@@ -299,10 +307,10 @@ def _cmd_predict(args) -> int:
 
 def _cmd_submit(args) -> int:
     from nucleuseg import rle
-    from nucleuseg.data import load_dsb
+    from nucleuseg.data import load_dataset
 
     _output_file(args.out, "--out")
-    dataset = load_dsb(args.data, masks=False)
+    dataset = load_dataset(args.data, format=args.format, labels=False)
     seg = _load_segmenter(args)
     preds = seg.predict_many(dataset)
     rle.write_submission(preds, args.out)

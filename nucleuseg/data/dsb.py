@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nucleuseg.data._listing import SHOWN, is_dir, listing, shown
 from nucleuseg.data.base import Dataset, Sample
 from nucleuseg.data.cache import SampleCache, cache_key
 from nucleuseg.data.images import (
@@ -64,7 +65,6 @@ DSB_ENV = "NUCLEUSEG_DSB"
 """Environment variable naming the folder that holds ``stage1_train/`` (and ``stage1_test/``)."""
 
 _CSV_OVERLAP = ("error", "first", "last")
-_SHOWN = 5  # how many offending names an error message lists
 
 
 def default_workers() -> int:
@@ -447,7 +447,7 @@ def resolve_dsb_path(path: str | os.PathLike) -> Path:
 
 
 def _scan_dataset(root: Path) -> dict[str, _ImageFiles]:
-    folders = [e for e in _listing(root) if _is_dir(e)]
+    folders = [e for e in listing(root) if is_dir(e)]
     if not folders:
         raise DatasetError(f"{root}: empty dataset (no image folders)")
     lacking = [e for e in folders if not os.path.isdir(os.path.join(e.path, "images"))]
@@ -471,19 +471,19 @@ def _scan_dataset(root: Path) -> dict[str, _ImageFiles]:
 
 
 def _scan_image_folder(folder: Path, image_id: str) -> _ImageFiles:
-    children = {e.name: e for e in _listing(folder)}
+    children = {e.name: e for e in listing(folder)}
     images = children.get("images")
-    if images is None or not _is_dir(images):
+    if images is None or not is_dir(images):
         raise DatasetError(f"{folder}: no images/ folder")
-    files = _listing(folder / "images")
+    files = listing(folder / "images")
     for entry in files:
         if not entry.is_file():
             raise DatasetError(f"{entry.path}: unexpected folder in images/")
     if not files:
         raise DatasetError(f"{folder / 'images'}: no image file")
     if len(files) > 1:
-        shown = ", ".join(e.name for e in files[:_SHOWN])
-        raise DatasetError(f"{folder / 'images'}: {len(files)} files, expected one image: {shown}")
+        names = ", ".join(e.name for e in files[:SHOWN])
+        raise DatasetError(f"{folder / 'images'}: {len(files)} files, expected one image: {names}")
     stem, suffix = os.path.splitext(files[0].name)
     if suffix.lower() not in IMAGE_SUFFIXES:
         raise DatasetError(f"{files[0].path}: not an image file (expected {IMAGE_SUFFIXES})")
@@ -494,7 +494,7 @@ def _scan_image_folder(folder: Path, image_id: str) -> _ImageFiles:
         )
     masks = None
     if "masks" in children:
-        if not _is_dir(children["masks"]):
+        if not is_dir(children["masks"]):
             raise DatasetError(f"{folder / 'masks'}: not a folder")
         masks = tuple(_mask_files(folder / "masks"))
     return _ImageFiles(folder, Path(files[0].path), masks)
@@ -502,7 +502,7 @@ def _scan_image_folder(folder: Path, image_id: str) -> _ImageFiles:
 
 def _mask_files(folder: Path) -> list[Path]:
     paths = []
-    for entry in _listing(folder):
+    for entry in listing(folder):
         if not entry.is_file():
             raise DatasetError(f"{entry.path}: unexpected folder in masks/")
         if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
@@ -513,29 +513,6 @@ def _mask_files(folder: Path) -> list[Path]:
     return paths
 
 
-def _listing(folder: Path) -> list[os.DirEntry]:
-    """Entries of ``folder`` sorted by name, hidden ones (``.name``) left out, links checked."""
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    except OSError as err:
-        raise DatasetError(f"{folder}: cannot list folder ({err.strerror or err})") from None
-    for entry in entries:
-        if entry.is_symlink():
-            try:
-                Path(entry.path).resolve(strict=True)
-            except (OSError, RuntimeError):
-                raise DatasetError(f"{entry.path}: broken symbolic link or symlink loop") from None
-    return entries
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
-
-
 def _use_masks(root: Path, entries: dict[str, _ImageFiles], masks: bool | None) -> bool:
     if masks is False:
         return False
@@ -544,13 +521,13 @@ def _use_masks(root: Path, entries: dict[str, _ImageFiles], masks: bool | None) 
         return True
     if masks is None and len(lacking) == len(entries):
         return False
-    shown = ", ".join(lacking[:_SHOWN]) + (", ..." if len(lacking) > _SHOWN else "")
+    names = shown(lacking)
     if masks is None:
         raise DatasetError(
             f"{root}: {len(lacking)} of {len(entries)} image folders have no masks/ folder "
-            f"({shown}); pass masks=False to load images only"
+            f"({names}); pass masks=False to load images only"
         )
-    raise DatasetError(f"{root}: {len(lacking)} image folders have no masks/ folder ({shown})")
+    raise DatasetError(f"{root}: {len(lacking)} image folders have no masks/ folder ({names})")
 
 
 def _read_labels_csv(path: Path, entries: dict[str, _ImageFiles]) -> dict:
@@ -561,8 +538,7 @@ def _read_labels_csv(path: Path, entries: dict[str, _ImageFiles]) -> dict:
     missing = sorted(set(entries) - set(table))
     for ids, what in ((extra, "are not in the dataset folder"), (missing, "are missing from it")):
         if ids:
-            shown = ", ".join(ids[:_SHOWN]) + (", ..." if len(ids) > _SHOWN else "")
-            raise DatasetError(f"{path}: {len(ids)} image ids {what}: {shown}")
+            raise DatasetError(f"{path}: {len(ids)} image ids {what}: {shown(ids)}")
     for image_id, entry in entries.items():
         stated = table[image_id].shape
         if stated is not None:

@@ -160,16 +160,32 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
     return foreground
 
 
-def read_labels(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_labels(
+    path: str | os.PathLike,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Read a label image file (one integer id per nucleus, 0 = background) as ``int32``.
 
     The file must be single-channel: 8-bit or 16-bit PNG, or 8/16-bit TIFF, as written by
     :func:`write_image` from ``labels.astype(np.uint16)`` or by most other segmentation tools.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The label image file.
+    max_pixels : int
+        Refuse label images with more than this many pixels, before decoding.
+    shape : (int, int), optional
+        The ``(H, W)`` the label image must have (its image's); checked from the header before
+        decoding.
+
     Raises
     ------
     ImageReadError
         If the file cannot be read or is not a single-channel integer image.
+    DatasetError
+        If its size differs from ``shape``.
 
     Examples
     --------
@@ -181,7 +197,8 @@ def read_labels(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -
            [300,   3]], dtype=int32)
     """
     path = Path(path)
-    pixels, mode = _decode(path, max_pixels)
+    expected = None if shape is None else (int(shape[0]), int(shape[1]))
+    pixels, mode = _decode(path, max_pixels, expected)
     if mode not in ("L", "I;16"):
         raise ImageReadError(
             f"{path}: a label image must be single-channel 8- or 16-bit, got {_short(mode)}"
