@@ -116,12 +116,12 @@ def register_format(name: str, detect: Detect, load: Load, layout: str = "") -> 
     ...         image = read_image(files[image_id])
     ...         return Sample(image_id, image, None, image_kind(image))
     ...     return Dataset(list(files), sample, path.name)
-    >>> _ = register_format("flat-png", detect, load, "*.png, images only")
+    >>> _ = register_format("png-folder", detect, load, "*.png, images only")
     >>> root = pathlib.Path(tempfile.mkdtemp()) / "plate"
     >>> root.mkdir()
     >>> write_image(root / "well-a1.png", np.zeros((4, 4), np.uint8))
     >>> load_dataset(root), detect_formats(root)
-    (Dataset('plate', 1 images), ['flat-png'])
+    (Dataset('plate', 1 images), ['png-folder'])
     """
     if not isinstance(name, str) or not name:
         raise InputError(f"name must be a non-empty string, got {name!r}")
