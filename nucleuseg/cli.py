@@ -76,7 +76,21 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_model(parser: argparse.ArgumentParser, tta: bool = True) -> None:
+    """The model a command runs: the file, the backend to run it on, the device, flip TTA."""
+    parser.add_argument("model", help="model file (.safetensors)")
+    parser.add_argument(
+        "--backend", help="backend to run the model on (default: the one that trained it)"
+    )
+    _add_device(parser)
+    if tta:
+        parser.add_argument("--tta", action="store_true", help="average over flips")
+
+
 def _parser() -> argparse.ArgumentParser:
+    from nucleuseg.backends import builtin_backends
+
+    backends = list(builtin_backends())
     parser = argparse.ArgumentParser(
         prog="nucleuseg",
         description="Find every cell nucleus in microscopy images (DSB 2018 U-Nets in Keras, "
@@ -96,8 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the data and training (default 0)"
     )
 
-    tr = sub.add_parser("train", help="train a model on a DSB-style folder")
-    tr.add_argument("--backend", default="torch", help="torch, keras or flax (default torch)")
+    tr = sub.add_parser("train", help="train a model on a labelled dataset folder")
+    tr.add_argument(
+        "--backend",
+        default=backends[0],
+        help=f"{', '.join(backends)} or another registered backend (default {backends[0]})",
+    )
     _add_device(tr)
     _add_data(tr)
     tr.add_argument("--out", required=True, help="model file to write (.safetensors)")
@@ -109,53 +127,34 @@ def _parser() -> argparse.ArgumentParser:
     _add_split(tr)
 
     ev = sub.add_parser("evaluate", help="DSB score of a model on a labelled folder")
-    ev.add_argument("model", help="model file (.safetensors)")
+    _add_model(ev)
     _add_data(ev)
-    ev.add_argument(
-        "--backend", help="backend to run the model on (default: the one that trained it)"
-    )
-    _add_device(ev)
     ev.add_argument(
         "--split",
         choices=("all", "val", "train"),
         default="val",
         help="evaluate the whole folder or one side of the --val-fraction split (default val)",
     )
-    ev.add_argument("--tta", action="store_true", help="average over flips")
     ev.add_argument("--figures", help="folder for figures of the best and worst images")
     _add_split(ev)
 
     tu = sub.add_parser(
         "tune", help="choose post-processing thresholds on the validation split, save them"
     )
-    tu.add_argument("model", help="model file (.safetensors)")
+    _add_model(tu, tta=False)
     _add_data(tu)
     tu.add_argument("--out", help="model file to write (default: update MODEL in place)")
-    tu.add_argument(
-        "--backend", help="backend to run the model on (default: the one that trained it)"
-    )
-    _add_device(tu)
     _add_split(tu)
 
     pr = sub.add_parser("predict", help="label images and write them as 16-bit PNG label images")
-    pr.add_argument("model", help="model file (.safetensors)")
+    _add_model(pr)
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument(
-        "--backend", help="backend to run the model on (default: the one that trained it)"
-    )
-    _add_device(pr)
-    pr.add_argument("--tta", action="store_true", help="average over flips")
 
     sm = sub.add_parser("submit", help="Kaggle submission CSV for a folder of images")
-    sm.add_argument("model", help="model file (.safetensors)")
+    _add_model(sm)
     _add_data(sm)
     sm.add_argument("--out", required=True, help="CSV to write")
-    sm.add_argument(
-        "--backend", help="backend to run the model on (default: the one that trained it)"
-    )
-    _add_device(sm)
-    sm.add_argument("--tta", action="store_true", help="average over flips")
 
     sc = sub.add_parser("score", help="score a submission CSV against a solution CSV")
     sc.add_argument("submission", help="ImageId,EncodedPixels CSV")
