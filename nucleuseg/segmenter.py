@@ -14,7 +14,7 @@ dtype('int32')
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from nucleuseg.inference import (
 )
 from nucleuseg.postprocess import to_instances
 from nucleuseg.progress import progress_bar
-from nucleuseg.training import History, train
+from nucleuseg.training import EpochRecord, History, train
 from nucleuseg.tuning import TuningResult, tune_postprocessing
 
 # Images read ahead by predict_many, evaluate and tune so that same-shape ones can share network
@@ -115,6 +115,7 @@ class Segmenter:
         max_minutes: float | None = None,
         progress: bool = True,
         resume: str | os.PathLike | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> History:
         """Train on ``train_set``, keeping the weights that score best on ``validation``.
 
@@ -130,6 +131,10 @@ class Segmenter:
             Show progress bars (the line of each epoch goes to the ``nucleuseg.training`` logger).
         resume : path, optional
             Training-state file: written after every epoch, continued from if it exists.
+        on_epoch : callable, optional
+            Called with each epoch's :class:`~nucleuseg.history.EpochRecord` after its
+            validation; raising :class:`~nucleuseg.training.StopTraining` there ends training
+            (see :func:`nucleuseg.training.train`).
 
         Returns
         -------
@@ -153,6 +158,7 @@ class Segmenter:
             seed=self.seed,
             progress=progress,
             resume_path=resume,
+            on_epoch=on_epoch,
         )
         return self.history
 

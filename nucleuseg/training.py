@@ -8,6 +8,11 @@ is spent, and a :class:`History` records every epoch.
 
 With ``resume_path`` the full training state (weights, optimizer, best weights, history, epoch) is
 written atomically after every epoch, and a later call with the same path continues from there.
+
+An ``on_epoch`` callback sees the :class:`EpochRecord` of every epoch once its validation is done
+(a hyperparameter search reports the score from there and prunes). Raising :class:`StopTraining`
+in it ends training after that epoch as early stopping does (the best weights are kept); any other
+exception propagates out of :func:`train`.
 """
 
 from __future__ import annotations
@@ -46,6 +51,14 @@ from nucleuseg.transforms import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_epoch`` callback of :func:`train` to end training after this epoch.
+
+    Not an error: training ends as early stopping ends it, with the best weights kept and the
+    message (``"stopped by callback"`` when empty) as :attr:`History.stopped`.
+    """
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,7 @@ def train(
     progress: bool = True,
     resume_path: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> History:
     """Train ``network`` in place and return its :class:`History`.
 
@@ -181,6 +195,11 @@ def train(
     log : callable, optional
         Receives the line of each epoch (and the "resuming" line) instead of the
         ``nucleuseg.training`` logger, which logs them at ``INFO`` level.
+    on_epoch : callable, optional
+        Called with the :class:`EpochRecord` of each epoch, after its validation (and after the
+        training state is written). It may raise :class:`StopTraining` to end training there,
+        as early stopping would; any other exception it raises propagates out of ``train``
+        (the network then holds that epoch's weights).
 
     Raises
     ------
@@ -250,6 +269,11 @@ def train(
             checkpoint.write_training_state(
                 resume_path, network, preset, history, best_weights or network.get_weights(), seed
             )
+        if on_epoch is not None:
+            try:
+                on_epoch(history.epochs[-1])
+            except StopTraining as stop:
+                history.stopped = str(stop) or "stopped by callback"
         if history.stopped:
             break
     else:

@@ -189,3 +189,68 @@ def test_the_command_line_shows_info_lines_while_a_command_runs(monkeypatch, cap
     assert package.handlers == before
     logging.getLogger("nucleuseg.training").info("after the command")
     assert capsys.readouterr().out == ""
+
+
+def test_on_epoch_sees_every_epoch_and_can_stop_training(synthetic, tiny_preset):
+    from nucleuseg.training import StopTraining
+
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    net = build_network("torch", tiny_preset.network, 0)
+    scores = iter([0.2, 0.4, 0.3, 0.1, 0.5])
+    seen = []
+    history = train(
+        net,
+        synthetic,
+        tiny_preset,
+        validate=lambda: next(scores),
+        epochs=5,
+        progress=False,
+        on_epoch=seen.append,
+    )
+    assert [r.epoch for r in seen] == [1, 2, 3, 4, 5]
+    assert [r.score for r in seen] == [0.2, 0.4, 0.3, 0.1, 0.5]
+    assert seen == history.epochs
+
+    scores = iter([0.2, 0.4, 0.3, 0.1, 0.5])
+    snapshots = []
+
+    def stop_at_three(record):
+        snapshots.append(net.get_weights())
+        if record.epoch == 3:
+            raise StopTraining("enough")
+
+    history = train(
+        net,
+        synthetic,
+        tiny_preset,
+        validate=lambda: next(scores),
+        epochs=5,
+        progress=False,
+        on_epoch=stop_at_three,
+    )
+    assert len(history.epochs) == 3 and history.stopped == "enough"
+    assert history.best_epoch == 2  # the best weights are kept, as early stopping keeps them
+    for name, value in net.get_weights().items():
+        np.testing.assert_array_equal(value, snapshots[1][name])
+
+
+def test_other_exceptions_of_on_epoch_propagate(synthetic, tiny_preset):
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+
+    class Pruned(Exception):
+        pass
+
+    def prune(record):
+        raise Pruned(record.epoch)
+
+    net = build_network("torch", tiny_preset.network, 0)
+    with pytest.raises(Pruned):
+        train(
+            net,
+            synthetic,
+            tiny_preset,
+            validate=lambda: 0.5,
+            epochs=3,
+            progress=False,
+            on_epoch=prune,
+        )
