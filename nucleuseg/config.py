@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nucleuseg.errors import ConfigError
@@ -323,16 +325,47 @@ PRESETS: dict[str, Preset] = {
 """The named presets, see the module docstring."""
 
 
-def get_preset(name: str | Preset) -> Preset:
-    """Look up a preset by name (a :class:`Preset` is returned unchanged).
+def get_preset(name: str | os.PathLike | Preset) -> Preset:
+    """Look up a preset by name, or read one from a JSON file (a :class:`Preset` is returned
+    unchanged).
+
+    A name ending in ``.json`` (or any :class:`os.PathLike`) is a file written with
+    :meth:`Preset.to_json` (as ``nucleuseg search`` writes its best preset); it is validated
+    like any preset.
 
     Raises
     ------
     ConfigError
-        If the name is unknown.
+        If the name is unknown, or the file cannot be read or holds no valid preset.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "mine.json"
+    >>> _ = path.write_text(get_preset("seed").replace(name="mine").to_json())
+    >>> get_preset(str(path)).name
+    'mine'
     """
     if isinstance(name, Preset):
         return name
+    if isinstance(name, os.PathLike) or str(name).lower().endswith(".json"):
+        return _read_preset(Path(name))
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of {sorted(PRESETS)} or give a .json file"
+        )
     return PRESETS[name]
+
+
+def _read_preset(path: Path) -> Preset:
+    """The preset in a JSON file, with the file named in any error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such preset file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read this preset file ({exc})") from None
+    try:
+        return Preset.from_json(text)
+    except (AttributeError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise ConfigError(f"{path}: not a valid preset: {exc}") from None
