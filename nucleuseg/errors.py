@@ -46,6 +46,10 @@ class BackendUnavailable(NucleusegError, ImportError):
     """A backend name is unknown or its deep-learning framework is not installed."""
 
 
+class ExtraMissing(NucleusegError, ImportError):
+    """A feature needs an optional stack (a pip extra) that is not installed."""
+
+
 class CheckpointError(NucleusegError, ValueError):
     """A model file is not a valid nucleuseg safetensors checkpoint."""
 
@@ -60,6 +64,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "ExtraMissing",
     "ImageReadError",
     "InputError",
     "MaskOverlapError",

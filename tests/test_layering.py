@@ -1,6 +1,6 @@
 """The package's layering, read from its own source: who may import whom.
 
-- The core (masks, rle, metrics, transforms, postprocess, tiling, inference) is numpy code that
+- The core (masks, rle, metrics, transforms, postprocess, tiling, inference, large) is numpy code that
   knows no backend, no Segmenter, no command line and no deep-learning framework.
 - ``nucleuseg.data`` reads and makes images: it knows no backend, no Segmenter, no command line.
 - ``nucleuseg.backends`` knows only its contract: no data, no Segmenter, no post-processing, no
@@ -35,6 +35,7 @@ CORE = (
     "nucleuseg.postprocess",
     "nucleuseg.tiling",
     "nucleuseg.inference",
+    "nucleuseg.large",
 )
 
 

@@ -1,0 +1,269 @@
+"""Block-wise prediction of big images: stitching, resuming, reading, the table, the layering."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import zarr
+from scipy import ndimage as ndi
+
+from nucleuseg import large, metrics
+from nucleuseg.config import InferenceConfig, get_preset
+from nucleuseg.data import synthetic_sample
+from nucleuseg.errors import ImageReadError, InputError
+from nucleuseg.inference import predict_labels
+from nucleuseg.large import image_stats, segment_large
+
+COMPONENTS = get_preset("default").replace(
+    inference=InferenceConfig(postprocess="components", min_size=4)
+)
+
+
+def pointwise(batch):
+    """A stand-in network: the normalised first channel is the foreground probability."""
+    return batch[..., :1]
+
+
+def smooth(batch):
+    """A stand-in network with context: a blurred foreground (needs the halo to agree)."""
+    return ndi.gaussian_filter(batch[..., :1], sigma=(0, 1.5, 1.5, 0), mode="reflect")
+
+
+def read(result):
+    return zarr.open_array(result.labels, mode="r")[:]
+
+
+def table(result):
+    with open(result.table, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("predict", [pointwise, smooth], ids=["pointwise", "smooth"])
+def test_blocks_agree_with_the_whole_image(predict, tmp_path):
+    sample = synthetic_sample(5, size=256, kind="fluorescence")
+    whole = predict_labels(predict, sample.image, COMPONENTS, stats=image_stats(sample.image))
+    result = segment_large(
+        sample.image, predict, COMPONENTS, tmp_path, block=64, halo=32, scheduler="synchronous"
+    )
+    labels = read(result)
+    assert result.blocks == 16 and result.predicted == 16
+    assert labels.dtype == np.uint32 and labels.shape == (256, 256)
+    # many nuclei cross the block borders, so the test means something
+    borders = np.zeros((256, 256), bool)
+    borders[64::64] = borders[:, 64::64] = True
+    crossing = np.unique(whole[borders & (whole > 0)])
+    assert len(crossing) >= 10
+    assert metrics.dsb_score(whole, labels.astype(np.int32)) >= 0.98
+    # labels are 1..N, one per nucleus, numbered without gaps
+    assert result.nuclei == int(labels.max()) == len(np.unique(labels)) - 1
+    assert abs(result.nuclei - int(whole.max())) <= 2
+
+
+def test_nuclei_on_borders_and_corners_are_found_whole_once(tmp_path):
+    image = np.zeros((192, 192), np.uint8)
+    truth = np.zeros((192, 192), np.int32)
+    yy, xx = np.mgrid[:192, :192]
+    centres = [
+        (64, 64),
+        (64, 128),
+        (128, 64),
+        (128, 128),
+        (64, 96),
+        (96, 64),
+        (128, 100),
+        (100, 128),
+        (63, 30),
+        (30, 64),
+        (0, 64),
+        (64, 0),
+        (191, 128),
+        (160, 191),
+    ]
+    for k, (cy, cx) in enumerate(centres, start=1):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 7**2
+        image[disc] = 200
+        truth[disc] = k
+    result = segment_large(
+        image, pointwise, COMPONENTS, tmp_path, block=64, halo=24, scheduler="synchronous"
+    )
+    labels = read(result).astype(np.int32)
+    assert result.nuclei == len(centres)
+    for k in range(1, len(centres) + 1):
+        found = np.unique(labels[truth == k])
+        assert len(found) == 1 and found[0] > 0, (centres[k - 1], found)
+        assert np.array_equal(labels == found[0], truth == k), centres[k - 1]
+    rows = table(result)
+    assert len(rows) == len(centres)
+    by_label = {int(r["label"]): r for r in rows}
+    for k in range(1, len(centres) + 1):
+        row = by_label[int(np.unique(labels[truth == k])[0])]
+        assert int(row["area"]) == int((truth == k).sum())
+        assert abs(float(row["centroid_y"]) - np.mean(yy[truth == k])) < 1e-3
+        assert abs(float(row["centroid_x"]) - np.mean(xx[truth == k])) < 1e-3
+        ys, xs = np.nonzero(truth == k)
+        bbox = [int(row[c]) for c in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")]
+        assert bbox == [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
+        assert float(row["mean_intensity"]) == pytest.approx(200.0)
+
+
+class Stop(Exception):
+    pass
+
+
+def failing_after(k):
+    calls = []
+
+    def predict(batch):
+        calls.append(1)
+        if len(calls) > k:
+            raise Stop
+        return smooth(batch)
+
+    return predict, calls
+
+
+def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path):
+    sample = synthetic_sample(5, size=(200, 230), kind="fluorescence")
+    kwargs = dict(block=64, halo=24, scheduler="synchronous")
+    reference = segment_large(sample.image, smooth, COMPONENTS, tmp_path / "ref", **kwargs)
+    broken, _ = failing_after(5)
+    with pytest.raises(Stop):
+        segment_large(sample.image, broken, COMPONENTS, tmp_path / "run", **kwargs)
+    done = sorted(p.name for p in (tmp_path / "run" / large.WORK).glob("labels_*.npz"))
+    assert len(done) == 5
+    counting, calls = failing_after(10**6)
+    result = segment_large(sample.image, counting, COMPONENTS, tmp_path / "run", **kwargs)
+    assert result.predicted == len(calls) == result.blocks - 5 == 16 - 5
+    assert np.array_equal(read(result), read(reference))
+    assert (tmp_path / "run" / large.TABLE).read_text() == (
+        tmp_path / "ref" / large.TABLE
+    ).read_text()
+    assert not (tmp_path / "run" / large.WORK).exists()
+    # a finished run is not done again
+    again = segment_large(sample.image, failing_after(0)[0], COMPONENTS, tmp_path / "run", **kwargs)
+    assert again.predicted == 0 and again.nuclei == reference.nuclei
+
+
+def test_a_half_written_block_is_not_taken_as_done(tmp_path, monkeypatch):
+    sample = synthetic_sample(6, size=192, kind="fluorescence")
+    kwargs = dict(block=64, halo=24, scheduler="synchronous")
+    reference = read(segment_large(sample.image, smooth, COMPONENTS, tmp_path / "ref", **kwargs))
+    real_save, saved = large._save, []
+
+    def crash_on_fourth_chunk(path, **arrays):
+        if path.name.startswith("nuclei_"):
+            saved.append(path)
+            if len(saved) == 4:  # its chunk is written, its record is not
+                raise Stop
+        real_save(path, **arrays)
+
+    monkeypatch.setattr(large, "_save", crash_on_fourth_chunk)
+    with pytest.raises(Stop):
+        segment_large(sample.image, smooth, COMPONENTS, tmp_path / "run", **kwargs)
+    monkeypatch.undo()
+    work = tmp_path / "run" / large.WORK
+    # what a kill in the middle of writing leaves: a scrambled chunk, a stray temporary file
+    partial = zarr.open_array(tmp_path / "run" / large.LABELS, mode="r+")
+    partial[64:128, 0:64] = 7
+    (work / ".nuclei_3.tmp.npz").write_bytes(b"half")
+    result = segment_large(sample.image, smooth, COMPONENTS, tmp_path / "run", **kwargs)
+    assert result.predicted == 0  # every block was predicted before the crash
+    assert np.array_equal(read(result), reference)
+
+
+def test_many_nuclei_need_more_than_sixteen_bits(tmp_path):
+    image = np.zeros((780, 780), np.uint8)
+    image[1::3, 1::3] = 255  # one-pixel nuclei, 260 x 260 of them
+    preset = get_preset("default").replace(
+        inference=InferenceConfig(postprocess="components", min_size=0)
+    )
+    result = segment_large(
+        image, pointwise, preset, tmp_path, block=256, halo=16, scheduler="threads", workers=2
+    )
+    labels = read(result)
+    assert result.nuclei == 260 * 260 > 65_535
+    assert labels.dtype == np.uint32 and int(labels.max()) == 260 * 260
+    assert len(np.unique(labels[1::3, 1::3])) == 260 * 260
+    assert len(table(result)) == 260 * 260
+
+
+def test_sources_tiff_zarr_ome_zarr_and_channels(tmp_path):
+    import tifffile
+
+    sample = synthetic_sample(2, size=(150, 170), kind="fluorescence")
+    kwargs = dict(block=64, halo=24, scheduler="synchronous")
+    expected = read(segment_large(sample.image, smooth, COMPONENTS, tmp_path / "np", **kwargs))
+    tifffile.imwrite(tmp_path / "big.tif", sample.image, tile=(32, 32))
+    planes = np.moveaxis(sample.image, -1, 0)
+    tifffile.imwrite(tmp_path / "planar.tif", planes, photometric="rgb", planarconfig="separate")
+    array = zarr.create_array(
+        store=str(tmp_path / "image.zarr"),
+        shape=sample.image.shape,
+        chunks=(50, 50, 3),
+        dtype="uint8",
+    )
+    array[:] = sample.image
+    group = zarr.open_group(tmp_path / "ome.zarr", mode="w")
+    level = group.create_array("0", shape=(1, 3, 150, 170), chunks=(1, 3, 64, 64), dtype="uint8")
+    level[0] = np.moveaxis(sample.image, -1, 0)
+    group.attrs["ome"] = {"multiscales": [{"datasets": [{"path": "0"}]}]}
+    for name in ("big.tif", "planar.tif", "image.zarr", "ome.zarr"):
+        result = segment_large(
+            tmp_path / name, smooth, COMPONENTS, tmp_path / f"out_{name}", **kwargs
+        )
+        assert np.array_equal(read(result), expected), name
+        assert "mean_intensity_2" in table(result)[0]
+
+
+def test_bad_arguments_are_named(tmp_path):
+    image = np.zeros((64, 64), np.uint8)
+    with pytest.raises(InputError, match="block"):
+        segment_large(image, pointwise, COMPONENTS, tmp_path / "a", block=8)
+    with pytest.raises(InputError, match="halo"):
+        segment_large(image, pointwise, COMPONENTS, tmp_path / "a", halo=-1)
+    with pytest.raises(InputError, match="resizes"):
+        segment_large(image, pointwise, get_preset("seed"), tmp_path / "a")
+    with pytest.raises(ImageReadError, match="no such"):
+        segment_large(tmp_path / "missing.tif", pointwise, COMPONENTS, tmp_path / "a")
+    with pytest.raises(InputError, match="shape"):
+        segment_large(np.zeros((4, 5, 6, 7)), pointwise, COMPONENTS, tmp_path / "a")
+    # an unfinished run with other settings is not mixed with this one
+    out = tmp_path / "b"
+    with pytest.raises(Stop):
+        segment_large(
+            image, failing_after(0)[0], COMPONENTS, out, block=32, scheduler="synchronous"
+        )
+    assert json.loads((out / large.PROGRESS).read_text())["settings"]["block"] == 32
+    with pytest.raises(InputError, match="other settings"):
+        segment_large(image, pointwise, COMPONENTS, out, block=16, scheduler="synchronous")
+
+
+def test_an_empty_image_gives_no_nuclei(tmp_path):
+    result = segment_large(
+        np.zeros((100, 70), np.uint8),
+        pointwise,
+        COMPONENTS,
+        tmp_path,
+        block=32,
+        halo=8,
+        scheduler="synchronous",
+    )
+    assert result.nuclei == 0 and not read(result).any()
+    assert table(result) == []
+
+
+def test_import_nucleuseg_imports_neither_dask_nor_zarr():
+    code = textwrap.dedent(
+        """
+        import sys, nucleuseg
+        leaked = {"dask", "zarr"} & set(sys.modules)
+        assert not leaked, leaked
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
