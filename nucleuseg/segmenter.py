@@ -30,6 +30,7 @@ from nucleuseg.inference import (
     predict_labels,
     predict_probabilities,
 )
+from nucleuseg.large import LargeResult, segment_large
 from nucleuseg.postprocess import to_instances
 from nucleuseg.progress import progress_bar
 from nucleuseg.training import EpochRecord, History, train
@@ -175,6 +176,34 @@ class Segmenter:
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Instance labels, ``(H, W)`` ``int32`` with 0 for background."""
         return predict_labels(self.network.predict, image, self.preset)
+
+    def predict_blocks(
+        self,
+        source: np.ndarray | str | os.PathLike,
+        out: str | os.PathLike,
+        *,
+        block: int = 1024,
+        halo: int = 64,
+        scheduler: str = "threads",
+        workers: int | None = None,
+    ) -> LargeResult:
+        """Segment an image larger than memory block by block into ``out`` (a folder).
+
+        Writes ``out/labels.zarr`` (labels ``1..N``, ``uint32`` or ``uint64``) and
+        ``out/nuclei.csv`` (one row of measurements per nucleus); a nucleus that crosses a block
+        border gets one label. Calling it again after an interrupted run finishes the rest. See
+        :func:`nucleuseg.large.segment_large` for the arguments; needs the ``large`` extra.
+        """
+        return segment_large(
+            source,
+            self.network.predict,
+            self.preset,
+            out,
+            block=block,
+            halo=halo,
+            scheduler=scheduler,
+            workers=workers,
+        )
 
     def predict_many(
         self,

@@ -168,10 +168,15 @@ def test_a_half_written_block_is_not_taken_as_done(tmp_path, monkeypatch):
         segment_large(sample.image, smooth, COMPONENTS, tmp_path / "run", **kwargs)
     monkeypatch.undo()
     work = tmp_path / "run" / large.WORK
-    # what a kill in the middle of writing leaves: a scrambled chunk, a stray temporary file
+    crashed = int(saved[-1].stem.split("_")[1])
+    assert not saved[-1].exists()
+    row, col = divmod(crashed, 3)
+    core = np.s_[row * 64 : row * 64 + 64, col * 64 : col * 64 + 64]
     partial = zarr.open_array(tmp_path / "run" / large.LABELS, mode="r+")
-    partial[64:128, 0:64] = 7
-    (work / ".nuclei_3.tmp.npz").write_bytes(b"half")
+    assert np.array_equal(partial[core], reference[core])  # written, yet not marked done
+    # what a kill in the middle of writing leaves: a scrambled chunk, a stray temporary file
+    partial[core] = 7
+    (work / f".nuclei_{crashed}.tmp.npz").write_bytes(b"half")
     result = segment_large(sample.image, smooth, COMPONENTS, tmp_path / "run", **kwargs)
     assert result.predicted == 0  # every block was predicted before the crash
     assert np.array_equal(read(result), reference)
@@ -267,3 +272,25 @@ def test_import_nucleuseg_imports_neither_dask_nor_zarr():
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_segmenter_predicts_blocks_as_it_predicts_the_whole_image(tmp_path):
+    from nucleuseg import Segmenter
+
+    tiny = get_preset("default").network.replace(depth=3, base_filters=4)
+    seg = Segmenter("torch", config=tiny, seed=1)  # untrained: noisy maps, many small objects
+    sample = synthetic_sample(5, size=256, kind="fluorescence")
+    whole = predict_labels(
+        seg.network.predict, sample.image, seg.preset, stats=image_stats(sample.image)
+    )
+    result = seg.predict_blocks(sample.image, tmp_path, block=64, halo=48, scheduler="synchronous")
+    assert int(whole.max()) > 100
+    assert metrics.dsb_score(whole, read(result).astype(np.int32)) >= 0.98
+
+
+def test_a_missing_extra_is_named(tmp_path, monkeypatch):
+    from nucleuseg.errors import ExtraMissing
+
+    monkeypatch.setitem(sys.modules, "dask", None)
+    with pytest.raises(ExtraMissing, match=r"nucleuseg\[large\]"):
+        segment_large(np.zeros((32, 32)), pointwise, COMPONENTS, tmp_path, block=16)
