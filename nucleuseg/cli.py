@@ -148,8 +148,16 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="label images and write them as 16-bit PNG label images")
     _add_model(pr)
-    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("images", nargs="+", help="image files (with --blocks: zarr folders too)")
     pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument(
+        "--blocks",
+        action="store_true",
+        help="images larger than memory (TIFF/BigTIFF, zarr, OME-Zarr): predict in blocks, write "
+        "OUT/NAME/labels.zarr and nuclei.csv; a rerun finishes an interrupted one",
+    )
+    pr.add_argument("--block-size", type=int, default=1024, help="block side (default 1024)")
+    pr.add_argument("--halo", type=int, default=64, help="context around a block (default 64)")
 
     sm = sub.add_parser("submit", help="Kaggle submission CSV for a folder of images")
     _add_model(sm)
@@ -297,6 +305,11 @@ def _cmd_predict(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.images:
+        if args.blocks:
+            folder = out / Path(name).name.split(".")[0]
+            result = seg.predict_blocks(name, folder, block=args.block_size, halo=args.halo)
+            print(f"{name}: {result.nuclei} nuclei -> {result.labels}, {result.table}")
+            continue
         labels = seg.predict(read_image(name))
         target = out / (Path(name).stem + "_labels.png")
         write_image(target, labels.astype("uint16"))

@@ -294,3 +294,24 @@ def test_a_missing_extra_is_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask", None)
     with pytest.raises(ExtraMissing, match=r"nucleuseg\[large\]"):
         segment_large(np.zeros((32, 32)), pointwise, COMPONENTS, tmp_path, block=16)
+
+
+def test_the_command_line_predicts_a_big_tiff_in_blocks(tmp_path, capsys):
+    import tifffile
+
+    from nucleuseg import Segmenter
+    from nucleuseg.cli import main
+
+    tiny = get_preset("default").network.replace(depth=3, base_filters=4)
+    seg = Segmenter("torch", config=tiny, seed=1)
+    seg.save(tmp_path / "model.safetensors")
+    sample = synthetic_sample(5, size=(160, 200), kind="fluorescence")
+    tifffile.imwrite(tmp_path / "big.tif", sample.image, tile=(32, 32), bigtiff=True)
+    argv = ["predict", str(tmp_path / "model.safetensors"), str(tmp_path / "big.tif")]
+    argv += ["--out", str(tmp_path / "out"), "--blocks", "--block-size", "64", "--halo", "48"]
+    assert main(argv) == 0
+    expected = seg.predict_blocks(sample.image, tmp_path / "api", block=64, halo=48)
+    written = zarr.open_array(tmp_path / "out" / "big" / large.LABELS, mode="r")[:]
+    assert np.array_equal(written, read(expected))
+    assert f"{expected.nuclei} nuclei" in capsys.readouterr().out
+    assert (tmp_path / "out" / "big" / large.TABLE).exists()
