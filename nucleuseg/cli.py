@@ -119,7 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_device(tr)
     _add_data(tr)
     tr.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    tr.add_argument("--preset", default="default", help="default or seed (default: default)")
+    tr.add_argument(
+        "--preset",
+        default="default",
+        help="default, seed or a preset .json file (as search writes) (default: default)",
+    )
     tr.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
     tr.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
     tr.add_argument("--resume", help="training-state file: written each epoch, resumed if present")
@@ -167,6 +171,42 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="score a submission CSV against a solution CSV")
     sc.add_argument("submission", help="ImageId,EncodedPixels CSV")
     sc.add_argument("solution", help="ImageId,EncodedPixels,Height,Width[,Usage] CSV")
+
+    se = sub.add_parser(
+        "search", help="search the network and recipe that score best (Optuna; extra search)"
+    )
+    se.add_argument(
+        "--backend",
+        default=backends[0],
+        help=f"{', '.join(backends)} or another registered backend (default {backends[0]})",
+    )
+    _add_device(se)
+    _add_data(se)
+    se.add_argument("--out", required=True, help="folder for best.json, trials.csv, figures")
+    se.add_argument("--trials", type=int, default=20, help="trials this worker runs (default 20)")
+    budget = se.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--minutes-per-trial", type=float, help="training minutes of a trial (default 5)"
+    )
+    budget.add_argument("--steps-per-trial", type=int, help="optimizer steps of a trial instead")
+    se.add_argument(
+        "--preset",
+        default="default",
+        help="preset whose other settings the trials keep: default, seed or a .json file",
+    )
+    se.add_argument("--study", default="nucleuseg", help="study name (default nucleuseg)")
+    se.add_argument(
+        "--storage",
+        help="shared study: an SQLAlchemy URL (sqlite:///study.db) or a journal file (.log, "
+        ".jsonl); workers on one storage share trials, a rerun continues (default: in memory)",
+    )
+    se.add_argument(
+        "--pruner",
+        choices=("median", "hyperband", "none"),
+        default="median",
+        help="stops unpromising trials early (default median)",
+    )
+    _add_split(se)
 
     sub.add_parser("backends", help="list backends and framework versions")
     return parser
@@ -365,6 +405,44 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _cmd_search(args) -> int:
+    from nucleuseg.config import get_preset
+    from nucleuseg.search import open_storage, search, write_results
+
+    _output_folder(args.out, "--out")
+    base = get_preset(args.preset)  # a bad preset or storage fails before the data is read
+    open_storage(args.storage)
+    _, train, val = _split(args)
+    minutes = args.minutes_per_trial
+    if minutes is None and args.steps_per_trial is None:
+        minutes = 5.0
+    budget = f"{minutes} min" if minutes is not None else f"{args.steps_per_trial} steps"
+    print(
+        f"searching {args.trials} trials of {budget} ({args.backend}, study {args.study}): "
+        f"training on {len(train)} images, validating on {len(val)}"
+    )
+    result = search(
+        train,
+        val,
+        args.backend,
+        trials=args.trials,
+        minutes_per_trial=minutes,
+        steps_per_trial=args.steps_per_trial,
+        base=base,
+        study_name=args.study,
+        storage=args.storage,
+        pruner=args.pruner,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(result.table())
+    for path in write_results(result, args.out):
+        print(f"wrote {path}")
+    if result.best is None:
+        print("no trial has completed yet: no best preset")
+    return 0
+
+
 def _first_backend() -> str:
     """The first built-in backend, in the registry's order of preference, that is installed."""
     from nucleuseg.backends import available_backends, builtin_backends
@@ -395,6 +473,7 @@ COMMANDS = {
     "submit": _cmd_submit,
     "score": _cmd_score,
     "demo": _cmd_demo,
+    "search": _cmd_search,
 }
 
 

@@ -175,12 +175,37 @@ def test_reading_the_umask_leaves_it_unchanged(umask):
     assert os.umask(umask) == umask
 
 
+def test_search_results(tmp_path, umask):
+    optuna = pytest.importorskip("optuna", reason='the search needs "nucleuseg[search]"')
+    from nucleuseg.search import SearchResult, write_results
+
+    preset = _tiny_preset()
+    study = optuna.create_study(direction="maximize")
+    for number, rate in enumerate((1e-3, 2e-3)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"training.learning_rate": rate},
+                distributions={
+                    "training.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2)
+                },
+                value=0.1 * (number + 1),
+                user_attrs={"preset": preset.to_json(), "epoch_scores": [0.1], "seconds": 1.0},
+            )
+        )
+    written = write_results(SearchResult.from_study(study), tmp_path)
+    names = {"best.json", "trials.csv", "history.png", "importances.png"}
+    assert {p.name for p in written} == names
+    for path in written:
+        assert_ordinary_mode(path, umask)
+
+
 # Each call of an atomic writer in the package, and the test above that covers it.
 COVERED = {
     ("checkpoint.py", "atomic_save"): "test_model_file, test_training_state_file",
     ("data/cache.py", "atomic_write"): "test_cache_entry",
     ("data/images.py", "atomic_write"): "test_images",
     ("rle.py", "atomic_write"): "test_submission_and_solution_csv",
+    ("search.py", "atomic_write"): "test_search_results",
     ("viz.py", "atomic_save"): "test_figures",
 }
 
