@@ -241,7 +241,10 @@ def image_stats(source: Any) -> NormalizationStats:
     src = source if isinstance(source, _Source) else _Source(open_image(source), "source")
     height, width = src.shape
     step_y, step_x = max(1, height // 256), max(1, width // 256)
-    band = step_y * max(1, 2**22 // (width * step_y))  # about 4 megapixels per read
+    # bands of whole rows: about 4 megapixels, or the source's chunk rows (each chunk read once)
+    chunks = getattr(src.array, "chunks", None)
+    rows_per_chunk = int(chunks[src.ndim_dropped + int(src.channels_first)]) if chunks else 1
+    band = step_y * math.ceil(max(rows_per_chunk, 2**22 // width, 1) / step_y)
     rows = []
     for y0 in range(0, height, band):
         rows.append(src.read(y0, min(height, y0 + band), 0, width)[::step_y, ::step_x])

@@ -315,3 +315,18 @@ def test_the_command_line_predicts_a_big_tiff_in_blocks(tmp_path, capsys):
     assert np.array_equal(written, read(expected))
     assert f"{expected.nuclei} nuclei" in capsys.readouterr().out
     assert (tmp_path / "out" / "big" / large.TABLE).exists()
+
+
+@pytest.mark.parametrize("chunks", [(70, 64), (600, 530), (1, 530)])
+def test_statistics_read_in_bands_equal_those_of_the_image_in_memory(tmp_path, chunks):
+    from nucleuseg.transforms import as_rgb, normalization_stats
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (600, 530), dtype=np.uint8)
+    image[:300] //= 3
+    array = zarr.create_array(
+        store=str(tmp_path / "a.zarr"), shape=image.shape, chunks=chunks, dtype="uint8"
+    )
+    array[:] = image
+    assert image_stats(array) == normalization_stats(as_rgb(image))
+    assert image_stats(tmp_path / "a.zarr") == image_stats(image)
