@@ -274,9 +274,9 @@ def preset_from_space(trial, space: Mapping[str, Any], base: Preset | str = "def
 
     Examples
     --------
-    >>> import optuna  # doctest: +SKIP
-    >>> trial = optuna.trial.FixedTrial({"network.base_filters": 8})  # doctest: +SKIP
-    >>> preset_from_space(trial, {"network.base_filters": [8, 16]}).network.base_filters  # doctest: +SKIP
+    >>> import optuna
+    >>> trial = optuna.trial.FixedTrial({"network.base_filters": 8})
+    >>> preset_from_space(trial, {"network.base_filters": [8, 16]}).network.base_filters
     8
     """
     base = get_preset(base)
@@ -312,7 +312,7 @@ def epoch_reporter(trial) -> Callable[[EpochRecord], None]:
     ...     def report(self, value, step): pass
     ...     def should_prune(self): return True
     >>> report = epoch_reporter(Trial())
-    >>> report(EpochRecord(1, loss=0.7, score=0.05, learning_rate=1e-3, seconds=1.0))  # doctest: +SKIP
+    >>> report(EpochRecord(1, loss=0.7, score=0.05, learning_rate=1e-3, seconds=1.0))
     Traceback (most recent call last):
     ...
     optuna.exceptions.TrialPruned: epoch 1: validation score 0.0500
