@@ -18,7 +18,7 @@ from nucleuseg import cli
 from nucleuseg.config import Preset, get_preset
 from nucleuseg.data import make_synthetic
 from nucleuseg.data.images import write_image
-from nucleuseg.errors import ConfigError
+from nucleuseg.errors import ConfigError, DatasetError
 from nucleuseg.history import EpochRecord
 
 optuna = pytest.importorskip(
@@ -103,6 +103,18 @@ def test_one_completed_trial_leaves_out_the_importances(data, tiny, tmp_path):
 def test_steps_per_trial_makes_epochs_of_the_base_steps(data, tiny):
     result = _search(data, tiny, trials=1, steps_per_trial=5)
     assert len(result.trials[0].epoch_scores) == 3  # 2 + 2 + 1 steps, one score per epoch
+
+
+def test_minutes_per_trial_is_a_time_budget(data, tiny):
+    result = _search(data, tiny, trials=1, steps_per_trial=None, minutes_per_trial=0.001)
+    trial = result.trials[0]
+    assert trial.state == "COMPLETE" and len(trial.epoch_scores) == 1  # spent in one epoch
+
+
+def test_an_empty_validation_set_is_refused(data, tiny):
+    fit, _ = data
+    with pytest.raises(DatasetError, match="no validation images"):
+        search(fit, make_synthetic(0, size=48), "torch", trials=1, steps_per_trial=1)
 
 
 def test_a_function_space_is_honoured(data, tiny):
