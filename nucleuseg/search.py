@@ -331,13 +331,22 @@ def epoch_reporter(trial) -> Callable[[EpochRecord], None]:
     return report
 
 
-def make_pruner(pruner: str | Any, epochs: int | None = None):
+def make_pruner(pruner: str | Any, epochs: int | None = None) -> optuna.pruners.BasePruner:
     """An Optuna pruner by name: ``"median"``, ``"hyperband"`` or ``"none"`` (an Optuna pruner
     object is returned unchanged).
 
     ``median`` prunes a trial whose score at an epoch is below the median of earlier trials at
     that epoch, once 5 trials have finished and from the second epoch on. ``hyperband`` runs
     successive halving brackets over epochs (``epochs``, when known, is the most a trial runs).
+
+    Examples
+    --------
+    >>> type(make_pruner("hyperband", epochs=8)).__name__
+    'HyperbandPruner'
+    >>> make_pruner("mean")
+    Traceback (most recent call last):
+    ...
+    nucleuseg.errors.ConfigError: pruner must be one of ('median', 'hyperband', 'none') or an optuna pruner, got 'mean'
     """
     optuna = _optuna()
     if isinstance(pruner, optuna.pruners.BasePruner):
@@ -354,7 +363,9 @@ def make_pruner(pruner: str | Any, epochs: int | None = None):
 # -- storage -----------------------------------------------------------------------------------
 
 
-def open_storage(storage: str | os.PathLike | None, heartbeat_seconds: int = 60):
+def open_storage(
+    storage: str | os.PathLike | None, heartbeat_seconds: int = 60
+) -> optuna.storages.BaseStorage | None:
     """The Optuna storage for ``storage``: ``None`` (in memory), an SQLAlchemy URL, or a journal
     file path ending in ``.log`` or ``.jsonl``.
 
@@ -362,6 +373,17 @@ def open_storage(storage: str | os.PathLike | None, heartbeat_seconds: int = 60)
     for ``2 * heartbeat_seconds`` (it was killed) is marked failed by the next worker that
     starts a trial. A journal file has no heartbeat: a killed worker's trial stays ``RUNNING``
     and never counts as a result. An Optuna storage object is returned unchanged.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> type(open_storage(folder / "study.log")).__name__
+    'JournalStorage'
+    >>> type(open_storage(f"sqlite:///{folder / 'study.db'}")).__name__
+    'RDBStorage'
+    >>> open_storage(None) is None  # in memory
+    True
     """
     optuna = _optuna()
     if storage is None or isinstance(storage, optuna.storages.BaseStorage):
@@ -573,6 +595,19 @@ def write_results(result: SearchResult, folder: str | os.PathLike) -> list[Path]
       parameter;
     - ``history.png``: Optuna's optimisation history;
     - ``importances.png``: Optuna's parameter importances, once two trials have completed.
+
+    Examples
+    --------
+    >>> import optuna, tempfile
+    >>> from nucleuseg.config import get_preset
+    >>> study = optuna.create_study(direction="maximize")
+    >>> study.add_trial(optuna.trial.create_trial(
+    ...     value=0.5, user_attrs={"preset": get_preset("default").to_json()}))
+    >>> result = SearchResult.from_study(study)
+    >>> result.best_score, result.best.name
+    (0.5, 'default')
+    >>> [path.name for path in write_results(result, tempfile.mkdtemp())]
+    ['best.json', 'trials.csv', 'history.png']
     """
     optuna = _optuna()
     from nucleuseg import viz
