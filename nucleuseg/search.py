@@ -394,14 +394,24 @@ def open_storage(
         if text.startswith("sqlite"):
             # Workers wait for each other's writes rather than failing with "database is locked".
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        try:
-            with warnings.catch_warnings():  # the heartbeat is marked experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    text, heartbeat_interval=heartbeat_seconds, **kwargs
-                )
-        except Exception as exc:  # SQLAlchemy's errors vary with the driver
-            raise ConfigError(f"storage {text!r}: cannot open it ({exc})") from None
+        from sqlalchemy.exc import IntegrityError, OperationalError
+
+        # Workers started together race to create the tables of a new database: the loser
+        # finds a table or the schema version already there, and tries again to find them.
+        rng = np.random.default_rng()
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # the heartbeat is marked experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        text, heartbeat_interval=heartbeat_seconds, **kwargs
+                    )
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == 4:
+                    raise ConfigError(f"storage {text!r}: cannot open it ({exc})") from None
+                time.sleep(rng.uniform(0.2, 1.0))
+            except Exception as exc:  # a bad URL, a missing driver: SQLAlchemy's errors vary
+                raise ConfigError(f"storage {text!r}: cannot open it ({exc})") from None
     if Path(text).suffix.lower() in JOURNAL_SUFFIXES:
         from optuna.storages.journal import JournalFileBackend
 
