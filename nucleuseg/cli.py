@@ -160,7 +160,9 @@ def _parser() -> argparse.ArgumentParser:
         help="images larger than memory (TIFF/BigTIFF, zarr, OME-Zarr): predict in blocks, write "
         "OUT/NAME/labels.zarr and nuclei.csv; a rerun finishes an interrupted one",
     )
-    pr.add_argument("--block-size", type=int, default=1024, help="block side (default 1024)")
+    pr.add_argument(
+        "--block-size", type=int, help="block side (default: the network tile less two halos, 896)"
+    )
     pr.add_argument("--halo", type=int, default=64, help="context around a block (default 64)")
 
     sm = sub.add_parser("submit", help="Kaggle submission CSV for a folder of images")

@@ -301,7 +301,7 @@ def segment_large(
     preset: Preset,
     out: str | os.PathLike,
     *,
-    block: int = 1024,
+    block: int | None = None,
     halo: int = 64,
     iou: float = 0.5,
     scheduler: str | Any = "threads",
@@ -324,8 +324,11 @@ def segment_large(
         (``training.resize``) cannot be applied block-wise.
     out : str or os.PathLike
         The output folder (created).
-    block : int
-        Side of a block (and of the output's chunks), at least 16 pixels.
+    block : int, optional
+        Side of a block (and of the output's chunks), at least 16 pixels. By default
+        ``preset.inference.tile - 2 * halo`` (896 for the presets' 1024-pixel tile and a 64-pixel
+        halo): a window then fits in one network tile, where a larger one is predicted in four
+        overlapping tiles (measured: 2.5 times slower for 1024-pixel blocks).
     halo : int
         Context read around each block, in pixels: a few nucleus diameters. Nuclei larger than
         the halo may be cut at block borders.
@@ -352,8 +355,10 @@ def segment_large(
     ExtraMissing
         If dask or zarr is not installed.
     """
-    block = _check_int(block, "block", 16)
     halo = _check_int(halo, "halo", 0)
+    if block is None:
+        block = max(16, preset.inference.tile - 2 * halo)
+    block = _check_int(block, "block", 16)
     if not 0.0 < iou < 1.0:
         raise InputError(f"iou must lie between 0 and 1, got {iou!r}")
     if preset.training.resize:
@@ -387,6 +392,7 @@ def segment_large(
     flat = [b for row in grid for b in row]
     labels_path, table_path = out / LABELS, out / TABLE
     if progress is not None and progress.get("nuclei") is not None and table_path.exists():
+        shutil.rmtree(work, ignore_errors=True)  # left by a run stopped as it finished
         return LargeResult(labels_path, table_path, src.shape, progress["nuclei"], len(flat), 0)
     work.mkdir(parents=True, exist_ok=True)
     if progress is None:

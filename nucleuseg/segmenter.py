@@ -182,7 +182,7 @@ class Segmenter:
         source: np.ndarray | str | os.PathLike,
         out: str | os.PathLike,
         *,
-        block: int = 1024,
+        block: int | None = None,
         halo: int = 64,
         scheduler: str = "threads",
         workers: int | None = None,

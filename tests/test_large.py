@@ -330,3 +330,18 @@ def test_statistics_read_in_bands_equal_those_of_the_image_in_memory(tmp_path, c
     array[:] = image
     assert image_stats(array) == normalization_stats(as_rgb(image))
     assert image_stats(tmp_path / "a.zarr") == image_stats(image)
+
+
+def test_by_default_a_window_fits_one_network_tile(tmp_path):
+    image = np.zeros((1000, 40), np.uint8)
+    tile = COMPONENTS.inference.tile
+    calls = []
+
+    def predict(batch):
+        calls.append(batch.shape)
+        return batch[..., :1]
+
+    result = segment_large(image, predict, COMPONENTS, tmp_path, halo=64, scheduler="synchronous")
+    assert result.blocks == 2  # blocks of 1024 - 2 * 64 = 896 rows
+    assert zarr.open_array(result.labels).chunks == (tile - 128, tile - 128)
+    assert len(calls) == 2 and all(shape[1] <= tile for shape in calls)
