@@ -199,6 +199,43 @@ def test_search_results(tmp_path, umask):
         assert_ordinary_mode(path, umask)
 
 
+def test_block_wise_outputs_and_work_files(tmp_path, umask):
+    from nucleuseg.config import InferenceConfig
+    from nucleuseg.large import segment_large
+
+    preset = get_preset("default").replace(inference=InferenceConfig(postprocess="components"))
+    image = np.zeros((64, 64), np.uint8)
+    image[10:20, 30:40] = 200
+    calls = []
+
+    def stops_at_the_third_block(batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("stop")
+        return batch[..., :1]
+
+    with pytest.raises(RuntimeError):
+        segment_large(
+            image,
+            stops_at_the_third_block,
+            preset,
+            tmp_path,
+            block=32,
+            halo=8,
+            scheduler="synchronous",
+        )
+    work = sorted((tmp_path / "blocks").glob("labels_*.npz"))
+    assert len(work) == 2
+    for path in work:
+        assert_ordinary_mode(path, umask)
+    result = segment_large(
+        image, lambda b: b[..., :1], preset, tmp_path, block=32, halo=8, scheduler="synchronous"
+    )
+    assert result.nuclei == 1
+    for path in (result.table, tmp_path / "progress.json"):
+        assert_ordinary_mode(path, umask)
+
+
 # Each call of an atomic writer in the package, and the test above that covers it.
 COVERED = {
     ("checkpoint.py", "atomic_save"): "test_model_file, test_training_state_file",
@@ -206,6 +243,8 @@ COVERED = {
     ("data/images.py", "atomic_write"): "test_images",
     ("rle.py", "atomic_write"): "test_submission_and_solution_csv",
     ("search.py", "atomic_write"): "test_search_results",
+    ("large.py", "atomic_save"): "test_block_wise_outputs_and_work_files",
+    ("large.py", "atomic_write"): "test_block_wise_outputs_and_work_files",
     ("viz.py", "atomic_save"): "test_figures",
 }
 
