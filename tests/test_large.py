@@ -145,9 +145,11 @@ def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path):
         tmp_path / "ref" / large.TABLE
     ).read_text()
     assert not (tmp_path / "run" / large.WORK).exists()
-    # a finished run is not done again
+    # a finished run is not done again; work files a stop at the very end left are cleared
+    (tmp_path / "run" / large.WORK).mkdir()
     again = segment_large(sample.image, failing_after(0)[0], COMPONENTS, tmp_path / "run", **kwargs)
     assert again.predicted == 0 and again.nuclei == reference.nuclei
+    assert not (tmp_path / "run" / large.WORK).exists()
 
 
 def test_a_half_written_block_is_not_taken_as_done(tmp_path, monkeypatch):
@@ -232,6 +234,8 @@ def test_bad_arguments_are_named(tmp_path):
         segment_large(image, pointwise, COMPONENTS, tmp_path / "a", block=8)
     with pytest.raises(InputError, match="halo"):
         segment_large(image, pointwise, COMPONENTS, tmp_path / "a", halo=-1)
+    with pytest.raises(InputError, match="iou"):
+        segment_large(image, pointwise, COMPONENTS, tmp_path / "a", iou=1.0)
     with pytest.raises(InputError, match="resizes"):
         segment_large(image, pointwise, get_preset("seed"), tmp_path / "a")
     with pytest.raises(ImageReadError, match="no such"):
