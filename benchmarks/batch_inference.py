@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
-from pathlib import Path
+
+from machine import cpu_summary
 
 from nucleuseg.data import load_dsb, resolve_dsb_path
 from nucleuseg.data.base import in_memory
@@ -40,24 +40,6 @@ from nucleuseg.segmenter import Segmenter
 from nucleuseg.tiling import padded_shape, tile_size
 
 BESIDE_CHECKOUT = "../shared/data/dsb2018/stage1_train"
-
-
-def cpu_summary() -> str:
-    """Processor model, AVX2 / AVX-512 flags and usable cores, from ``/proc/cpuinfo``."""
-    model, flags = platform.processor() or "unknown processor", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        return f"{model} (no /proc/cpuinfo: CPU flags unknown), {os.cpu_count()} cores"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    marks = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in ("avx2", "avx512f"))
-    return f"{model}; {marks}; {cores} cores"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -40,27 +39,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_summary
 
 TILE = 512
 REFERENCE = 2048
-
-
-def cpu_summary() -> str:
-    """Processor model, AVX2 / AVX-512 flags and usable cores, from ``/proc/cpuinfo``."""
-    model, flags = platform.processor() or "unknown processor", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        return f"{model} (no /proc/cpuinfo: CPU flags unknown), {os.cpu_count()} cores"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    marks = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in ("avx2", "avx512f"))
-    return f"{model}; {marks}; {cores} cores"
 
 
 def peak_rss_mb() -> float:

@@ -87,10 +87,19 @@ def _add_model(parser: argparse.ArgumentParser, tta: bool = True) -> None:
         parser.add_argument("--tta", action="store_true", help="average over flips")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _add_training_backend(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` of the commands that train: the first built-in backend by default."""
     from nucleuseg.backends import builtin_backends
 
     backends = list(builtin_backends())
+    parser.add_argument(
+        "--backend",
+        default=backends[0],
+        help=f"{', '.join(backends)} or another registered backend (default {backends[0]})",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nucleuseg",
         description="Find every cell nucleus in microscopy images (DSB 2018 U-Nets in Keras, "
@@ -111,11 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     tr = sub.add_parser("train", help="train a model on a labelled dataset folder")
-    tr.add_argument(
-        "--backend",
-        default=backends[0],
-        help=f"{', '.join(backends)} or another registered backend (default {backends[0]})",
-    )
+    _add_training_backend(tr)
     _add_device(tr)
     _add_data(tr)
     tr.add_argument("--out", required=True, help="model file to write (.safetensors)")
@@ -177,11 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     se = sub.add_parser(
         "search", help="search the network and recipe that score best (Optuna; extra search)"
     )
-    se.add_argument(
-        "--backend",
-        default=backends[0],
-        help=f"{', '.join(backends)} or another registered backend (default {backends[0]})",
-    )
+    _add_training_backend(se)
     _add_device(se)
     _add_data(se)
     se.add_argument("--out", required=True, help="folder for best.json, trials.csv, figures")
