@@ -37,6 +37,11 @@ def backend(request) -> str:
 @pytest.fixture
 def tiny_preset():
     """The default recipe on a network small enough for unit tests."""
+    return make_tiny_preset()
+
+
+def make_tiny_preset():
+    """What the ``tiny_preset`` fixture gives, for helpers that run outside a test."""
     from nucleuseg.config import get_preset
 
     preset = get_preset("default")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import make_tiny_preset
 from nucleuseg import cli
 from nucleuseg.config import Preset, get_preset
 from nucleuseg.data import make_synthetic
@@ -277,13 +278,7 @@ def _worker(tmp_path, storage, trials, minutes=0.0):
 
 
 def _tiny_json() -> str:
-    preset = get_preset("default")
-    return preset.replace(
-        name="tiny",
-        network=preset.network.replace(depth=3, base_filters=4),
-        training=preset.training.replace(crop=32, batch_size=2, steps_per_epoch=2),
-        inference=preset.inference.replace(tile=64, overlap=16),
-    ).to_json()
+    return make_tiny_preset().to_json()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
