@@ -1,5 +1,5 @@
 """pytest configuration for doctests: backend modules are collected only where their framework is,
-and the search module only where optuna is."""
+the search module only where optuna is, the large-image module only where dask and zarr are."""
 
 import importlib.util
 
@@ -12,3 +12,5 @@ collect_ignore = [
 ]
 if importlib.util.find_spec("optuna") is None:
     collect_ignore.append("nucleuseg/search.py")
+if any(importlib.util.find_spec(m) is None for m in ("dask", "zarr")):
+    collect_ignore.append("nucleuseg/large.py")

@@ -16,6 +16,8 @@ import pytest
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PYCON = re.compile(r"^```pycon\n(.*?)^```", re.S | re.M)
 PAGES = sorted(p.name for p in DOCS.glob("*.md") if PYCON.search(p.read_text()))
+#: Pages whose sessions use an optional stack, and the extra that installs it.
+NEEDS = {"large-images.md": (("dask", "zarr"), "large")}
 
 
 def test_some_pages_have_sessions():
@@ -24,6 +26,11 @@ def test_some_pages_have_sessions():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_pycon_blocks_run(page):
+    modules, extra = NEEDS.get(page, ((), ""))
+    for module in modules:
+        pytest.importorskip(
+            module, reason=f'{page} needs {module}: pip install "nucleuseg[{extra}]"'
+        )
     session = "\n".join(PYCON.findall((DOCS / page).read_text()))
     test = doctest.DocTestParser().get_doctest(session, {}, page, str(DOCS / page), 0)
     report: list[str] = []

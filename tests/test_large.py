@@ -10,7 +10,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import zarr
 from scipy import ndimage as ndi
 
 from nucleuseg import large, metrics
@@ -19,6 +18,10 @@ from nucleuseg.data import synthetic_sample
 from nucleuseg.errors import ImageReadError, InputError
 from nucleuseg.inference import predict_labels
 from nucleuseg.large import image_stats, segment_large
+
+REASON = 'block-wise prediction needs dask and zarr: pip install "nucleuseg[large]"'
+zarr = pytest.importorskip("zarr", reason=REASON)
+pytest.importorskip("dask", reason=REASON)
 
 COMPONENTS = get_preset("default").replace(
     inference=InferenceConfig(postprocess="components", min_size=4)

@@ -200,6 +200,8 @@ def test_search_results(tmp_path, umask):
 
 
 def test_block_wise_outputs_and_work_files(tmp_path, umask):
+    for module in ("dask", "zarr"):
+        pytest.importorskip(module, reason='block-wise prediction needs "nucleuseg[large]"')
     from nucleuseg.config import InferenceConfig
     from nucleuseg.large import segment_large
 
