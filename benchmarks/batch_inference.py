@@ -27,19 +27,15 @@ prints the processor's AVX2 / AVX-512 flags and the core count beside the table.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from machine import cpu_summary
+from common import cpu_summary, open_dsb
 
-from nucleuseg.data import load_dsb, resolve_dsb_path
 from nucleuseg.data.base import in_memory
 from nucleuseg.errors import NucleusegError
 from nucleuseg.segmenter import Segmenter
 from nucleuseg.tiling import padded_shape, tile_size
-
-BESIDE_CHECKOUT = "../shared/data/dsb2018/stage1_train"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,12 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.images, args.batch_size, args.repeats) < 1:
         parser.error("--images, --batch-size and --repeats must be positive")
 
-    path = args.path or ("stage1_train" if os.environ.get("NUCLEUSEG_DSB") else BESIDE_CHECKOUT)
-    try:
-        root = resolve_dsb_path(path)
-        dataset = load_dsb(root, masks=False, cache=False, progress=False)
-    except NucleusegError as err:
-        print(f"no data: {err} (pass a DSB folder or set NUCLEUSEG_DSB)", file=sys.stderr)
+    dataset = open_dsb(args.path)
+    if dataset is None:
         return 2
     samples = [dataset[i] for i in dataset.ids[: args.images]]
     images = in_memory(samples, dataset.name)
@@ -93,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = {padded_shape(*s.shape, preset.network.multiple) for s in samples}
     tiled = sum(max(padded_shape(*s.shape, preset.network.multiple)) > whole for s in samples)
     megapixels = sum(s.shape[0] * s.shape[1] for s in samples) / 1e6
-    print(f"data: {len(samples)} images of {root}, {megapixels:.1f} megapixels, "
+    print(f"data: {len(samples)} images of {dataset.root}, {megapixels:.1f} megapixels, "
           f"{len(shapes)} padded shapes, {tiled} larger than the {whole}-pixel tile")  # fmt: skip
     print(
         f"network: {origin}; backend {seg.backend}, preset {preset.name}, tta {preset.inference.tta}"

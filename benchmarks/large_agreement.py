@@ -21,23 +21,20 @@ foreground, connected components), which needs the halo as a network does.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from collections import defaultdict
 
 import numpy as np
 import zarr
+from common import open_dsb
 from scipy import ndimage as ndi
 
 from nucleuseg import metrics
 from nucleuseg.config import InferenceConfig, get_preset
-from nucleuseg.data import image_kind, load_dsb, resolve_dsb_path
-from nucleuseg.errors import NucleusegError
+from nucleuseg.data import image_kind
 from nucleuseg.inference import predict_labels
 from nucleuseg.large import image_stats, segment_large
-
-BESIDE_CHECKOUT = "../shared/data/dsb2018/stage1_train"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,11 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--halo", type=int, default=48, help="halo (default 48)")
     parser.add_argument("--model", help="model file (default: a smoothing stand-in)")
     args = parser.parse_args(argv)
-    path = args.path or ("stage1_train" if os.environ.get("NUCLEUSEG_DSB") else BESIDE_CHECKOUT)
-    try:
-        dataset = load_dsb(resolve_dsb_path(path), masks=False, cache=False, progress=False)
-    except NucleusegError as err:
-        print(f"no data: {err} (pass a DSB folder or set NUCLEUSEG_DSB)", file=sys.stderr)
+    dataset = open_dsb(args.path)
+    if dataset is None:
         return 2
     if args.model:
         from nucleuseg.segmenter import Segmenter

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_summary
+from common import cpu_summary
 
 TILE = 512
 REFERENCE = 2048

@@ -64,8 +64,9 @@ from typing import Any
 import numpy as np
 
 from nucleuseg._atomic import atomic_save, atomic_write
+from nucleuseg._extras import require
 from nucleuseg.config import Preset
-from nucleuseg.errors import ExtraMissing, ImageReadError, InputError
+from nucleuseg.errors import ImageReadError, InputError
 from nucleuseg.inference import predict_probabilities
 from nucleuseg.postprocess import to_instances
 from nucleuseg.tiling import PredictFn
@@ -128,15 +129,7 @@ class LargeResult:
 
 
 def _require(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ExtraMissing(
-            f"block-wise prediction needs {module}, which is not installed ({exc}): "
-            'pip install "nucleuseg[large]"'
-        ) from exc
+    return require(module, "large", "block-wise prediction")
 
 
 class _Source:

@@ -48,9 +48,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nucleuseg._atomic import atomic_write
+from nucleuseg._extras import require
 from nucleuseg.config import InferenceConfig, Preset, TrainingConfig, UNetConfig, get_preset
 from nucleuseg.data.base import Dataset, in_memory
-from nucleuseg.errors import ConfigError, DatasetError, ExtraMissing
+from nucleuseg.errors import ConfigError, DatasetError
 from nucleuseg.history import EpochRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,13 +98,7 @@ Space = Callable[["optuna.Trial"], Preset] | Mapping[str, Any]
 
 def _optuna():
     """The optuna module, or ExtraMissing naming the extra."""
-    try:
-        import optuna
-    except ImportError:
-        raise ExtraMissing(
-            'hyperparameter search needs optuna, which is not installed: pip install "nucleuseg[search]"'
-        ) from None
-    return optuna
+    return require("optuna", "search", "hyperparameter search")
 
 
 # -- results -----------------------------------------------------------------------------------
