@@ -215,15 +215,32 @@ def _json(path, metadata: dict[str, str], key: str):
         raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON") from exc
 
 
+#: The dtypes a model file's weights may be stored in; they are always read back as float32.
+DTYPES = ("float32", "float16")
+
+
 def _write(
-    path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]
+    path: str | os.PathLike,
+    tensors: dict[str, np.ndarray],
+    metadata: dict[str, str],
+    dtype: str = "float32",
 ) -> None:
     from safetensors.numpy import save_file
 
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise CheckpointError(f"{path}: folder {path.parent} does not exist")
-    tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in tensors.items()}
+    if dtype not in DTYPES:
+        raise CheckpointError(f"{path}: dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "float16":
+        limit = float(np.finfo(np.float16).max)
+        big = [k for k, v in tensors.items() if np.size(v) and float(np.max(np.abs(v))) > limit]
+        if big:
+            raise CheckpointError(
+                f"{path}: weights {big[:4]} exceed the float16 range (+-{limit:g}); "
+                "save them as float32"
+            )
+    tensors = {k: np.array(v, dtype=dtype, order="C") for k, v in tensors.items()}
     metadata = {"nucleuseg.format": str(FORMAT_VERSION), **metadata}
     atomic_save(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -234,8 +251,31 @@ def save_model(
     preset: Preset,
     backend: str,
     history: dict | None = None,
+    dtype: str = "float32",
 ) -> None:
     """Write a model file (atomically).
+
+    Parameters
+    ----------
+    path : path
+        The ``.safetensors`` file to write; its folder must exist.
+    weights : dict
+        Canonical weights (:mod:`nucleuseg.backends.base`) matching ``preset.network``.
+    preset : Preset
+        Stored in the metadata with the backend name and the ``history``.
+    backend : str
+        The backend that trained the weights (the default of :meth:`Segmenter.load`).
+    history : dict, optional
+        :meth:`History.to_dict <nucleuseg.history.History.to_dict>` of the training run.
+    dtype : {"float32", "float16"}
+        How the tensors are stored. ``"float16"`` halves the file (the pretrained models ship
+        so); :func:`load_model` reads either back as ``float32``.
+
+    Raises
+    ------
+    CheckpointError
+        If the weights do not fit the network, ``dtype`` is not one of :data:`DTYPES`, or a
+        weight lies outside the float16 range when ``dtype="float16"``.
 
     Examples
     --------
@@ -247,16 +287,21 @@ def save_model(
     >>> save_model(path, init_weights(preset.network, 0), preset, "torch")
     >>> load_model(path).preset.network.depth
     2
+    >>> save_model(path, init_weights(preset.network, 0), preset, "torch", dtype="float16")
+    >>> load_model(path).weights["enc1.conv1.kernel"].dtype
+    dtype('float32')
     """
     check_weights(weights, preset.network, source="weights to save")
     metadata = {"preset": preset.to_json(), "backend": backend, "kind": "model"}
     if history is not None:
         metadata["history"] = json.dumps(history)
-    _write(path, weights, metadata)
+    _write(path, weights, metadata, dtype=dtype)
 
 
 def load_model(path: str | os.PathLike) -> ModelFile:
     """Read and validate a model file.
+
+    The weights come back as ``float32`` whatever dtype the file stores (float32 or float16).
 
     Raises
     ------
@@ -271,6 +316,7 @@ def load_model(path: str | os.PathLike) -> ModelFile:
     preset = _preset(path, metadata)
     check_weights(tensors, preset.network, source=str(path))
     _check_dtypes(path, tensors)
+    tensors = {k: v.astype(np.float32, copy=False) for k, v in tensors.items()}
     return ModelFile(tensors, preset, metadata.get("backend", "?"), _history(path, metadata))
 
 

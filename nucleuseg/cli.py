@@ -446,23 +446,11 @@ def _cmd_search(args) -> int:
     return 0
 
 
-def _first_backend() -> str:
-    """The first built-in backend, in the registry's order of preference, that is installed."""
-    from nucleuseg.backends import available_backends, builtin_backends
-    from nucleuseg.errors import BackendUnavailable
-
-    installed = {info.name for info in available_backends() if info.available}
-    for name in builtin_backends():
-        if name in installed:
-            return name
-    first = next(iter(builtin_backends().values()))
-    raise BackendUnavailable(f'no backend installed: pip install "nucleuseg[{first.extra}]"')
-
-
 def _cmd_demo(args) -> int:
+    from nucleuseg.backends import default_backend
     from nucleuseg.demo import run_demo
 
-    backend = args.backend or _first_backend()
+    backend = args.backend or default_backend()
     run_demo(backend, args.minutes, Path(args.out), args.seed, device=args.device)
     return 0
 

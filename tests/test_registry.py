@@ -196,23 +196,21 @@ def test_test_and_doctest_conftests_list_the_registry(monkeypatch):
     assert all((root / path).is_file() for path in ignored)
 
 
-def test_the_demo_takes_the_first_installed_backend_in_the_registry_order(monkeypatch):
-    from nucleuseg import cli
-
+def test_the_default_backend_is_the_first_installed_in_the_registry_order(monkeypatch):
     def installed(*names):
         infos = [registry.BackendInfo(n, n, "1", n in names, "builtin") for n in ("flax", "keras")]
         infos.append(registry.BackendInfo("torch", "torch", None, "torch" in names, "builtin"))
         monkeypatch.setattr(registry, "available_backends", lambda: infos)
 
     installed("flax", "keras")
-    assert cli._first_backend() == "keras"
+    assert registry.default_backend() == "keras"
     installed("flax", "torch")
-    assert cli._first_backend() == "torch"
+    assert registry.default_backend() == "torch"
     installed()
     with pytest.raises(
         BackendUnavailable, match=r'no backend installed: pip install "nucleuseg\[torch\]"'
     ):
-        cli._first_backend()
+        registry.default_backend()
 
 
 def test_a_factory_without_device_builds_when_no_device_is_asked_for(plugin_on_path, tiny_preset):

@@ -1,7 +1,7 @@
 """The backend registry: a name is enough to build the U-Net in any installed framework.
 
-Built-in backends (``"torch"``, ``"keras"``, ``"flax"``, listed by :func:`builtin_backends` in
-order of preference) are known by module path and imported only when first asked for, so
+Built-in backends (``"torch"``, ``"keras"``, ``"flax"`` and the inference-only ``"onnx"``,
+listed by :func:`builtin_backends` in order of preference) are known by module path and imported only when first asked for, so
 ``import nucleuseg`` never imports a deep-learning framework. Third-party
 packages add backends through the entry-point group ``nucleuseg.backends``; an entry point named
 ``mynet`` pointing at ``mypkg.backend`` (a module that calls :func:`register_backend`) or at a
@@ -56,12 +56,15 @@ class BuiltinBackend:
         The Python module the backend needs.
     extra : str
         The pip extra that installs the framework (``pip install "nucleuseg[extra]"``).
+    trains : bool
+        Whether it trains (``False`` for ``"onnx"``, which only predicts).
     """
 
     name: str
     module: str
     framework: str
     extra: str
+    trains: bool = True
 
 
 # In order of preference: the command line's demo takes the first one installed.
@@ -69,6 +72,7 @@ _BUILTIN = (
     BuiltinBackend("torch", "nucleuseg.backends.torch_backend", "torch", "torch"),
     BuiltinBackend("keras", "nucleuseg.backends.keras_backend", "tensorflow", "keras"),
     BuiltinBackend("flax", "nucleuseg.backends.flax_backend", "flax", "flax"),
+    BuiltinBackend("onnx", "nucleuseg.backends.onnx_backend", "onnxruntime", "onnx", trains=False),
 )
 
 
@@ -78,7 +82,7 @@ def builtin_backends() -> dict[str, BuiltinBackend]:
     Examples
     --------
     >>> list(builtin_backends())
-    ['torch', 'keras', 'flax']
+    ['torch', 'keras', 'flax', 'onnx']
     >>> builtin_backends()["keras"].framework
     'tensorflow'
     """
@@ -201,6 +205,29 @@ def available_backends() -> list[BackendInfo]:
     return infos
 
 
+def default_backend() -> str:
+    """The first built-in backend, in the order of :func:`builtin_backends`, that is installed.
+
+    What runs a model when no backend is named (``nucleuseg demo``, a pretrained model).
+
+    Raises
+    ------
+    BackendUnavailable
+        If none is installed (the message names the extra of the first).
+
+    Examples
+    --------
+    >>> default_backend() in builtin_backends()
+    True
+    """
+    installed = {info.name for info in available_backends() if info.available}
+    for name in builtin_backends():
+        if name in installed:
+            return name
+    first = _BUILTIN[0]
+    raise BackendUnavailable(f'no backend installed: pip install "nucleuseg[{first.extra}]"')
+
+
 def _install_hint(entry: _BackendEntry) -> str:
     if entry.extra:
         return f'pip install "nucleuseg[{entry.extra}]"'
@@ -316,6 +343,7 @@ __all__ = [
     "builtin_backends",
     "canonical_shapes",
     "check_weights",
+    "default_backend",
     "get_backend",
     "parameter_count",
     "parse_device",
