@@ -19,6 +19,7 @@ from nucleuseg import config, data, errors, masks, metrics, rle
 from nucleuseg.backends import available_backends, register_backend
 from nucleuseg.config import PRESETS, InferenceConfig, Preset, TrainingConfig, UNetConfig
 from nucleuseg.errors import NucleusegError
+from nucleuseg.measurements import measure
 from nucleuseg.segmenter import Segmenter
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "data",
     "errors",
     "masks",
+    "measure",
     "metrics",
     "register_backend",
     "rle",

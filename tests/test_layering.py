@@ -1,7 +1,7 @@
 """The package's layering, read from its own source: who may import whom.
 
-- The core (masks, rle, metrics, transforms, postprocess, tiling, inference, large) is numpy code that
-  knows no backend, no Segmenter, no command line and no deep-learning framework.
+- The core (masks, rle, metrics, transforms, postprocess, tiling, inference, large, measurements) is
+  numpy code that knows no backend, no Segmenter, no command line and no deep-learning framework.
 - ``nucleuseg.data`` reads and makes images: it knows no backend, no Segmenter, no command line.
 - ``nucleuseg.backends`` knows only its contract: no data, no Segmenter, no post-processing, no
   training loop, no command line.
@@ -36,6 +36,7 @@ CORE = (
     "nucleuseg.tiling",
     "nucleuseg.inference",
     "nucleuseg.large",
+    "nucleuseg.measurements",
 )
 
 
