@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from nucleuseg import config, data, errors, masks, metrics, rle
+from nucleuseg import config, data, errors, masks, metrics, models, rle
 from nucleuseg.backends import available_backends, register_backend
 from nucleuseg.config import PRESETS, InferenceConfig, Preset, TrainingConfig, UNetConfig
 from nucleuseg.errors import NucleusegError
@@ -42,6 +42,7 @@ __all__ = [
     "masks",
     "measure",
     "metrics",
+    "models",
     "register_backend",
     "rle",
 ]

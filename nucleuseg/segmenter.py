@@ -318,3 +318,26 @@ class Segmenter:
         if model.history is not None:
             segmenter.history = History.from_dict(model.history)
         return segmenter
+
+    @classmethod
+    def pretrained(
+        cls, name: str, backend: str | None = None, device: str | int | None = None
+    ) -> Segmenter:
+        """A shipped pretrained model by name (see :func:`nucleuseg.models.pretrained`).
+
+        ``backend`` defaults to the first installed one; ``device`` is as for
+        :class:`Segmenter`. Calling :meth:`fit` on the result fine-tunes the model on your own
+        labelled images.
+
+        Examples
+        --------
+        >>> seg = Segmenter.pretrained("dsb2018", backend="flax")  # doctest: +SKIP
+        >>> history = seg.fit(my_images, validation=my_validation, epochs=10)  # doctest: +SKIP
+        >>> Segmenter.pretrained("no-such-model")
+        Traceback (most recent call last):
+        ...
+        nucleuseg.errors.CheckpointError: no-such-model: no such model file, nor a shipped model ...
+        """
+        from nucleuseg.models import pretrained
+
+        return pretrained(name, backend=backend, device=device)

@@ -238,6 +238,18 @@ def test_block_wise_outputs_and_work_files(tmp_path, umask):
         assert_ordinary_mode(path, umask)
 
 
+def test_shipped_model_files(tmp_path, umask):
+    from nucleuseg import models
+
+    preset = _tiny_preset()
+    source = tmp_path / "source.safetensors"
+    checkpoint.save_model(source, init_weights(preset.network, 0), preset, "torch")
+    card = {k: v for k, v in models._example_card("tiny").items() if k != "sha256"}
+    info = models.save_shipped(source, "tiny", card, directory=tmp_path)
+    assert_ordinary_mode(tmp_path / "tiny.json", umask)
+    assert_ordinary_mode(info.path, umask)
+
+
 # Each call of an atomic writer in the package, and the test above that covers it.
 COVERED = {
     ("checkpoint.py", "atomic_save"): "test_model_file, test_training_state_file",
@@ -247,6 +259,7 @@ COVERED = {
     ("search.py", "atomic_write"): "test_search_results",
     ("large.py", "atomic_save"): "test_block_wise_outputs_and_work_files",
     ("large.py", "atomic_write"): "test_block_wise_outputs_and_work_files",
+    ("models/__init__.py", "atomic_write"): "test_shipped_model_files",
     ("viz.py", "atomic_save"): "test_figures",
 }
 
