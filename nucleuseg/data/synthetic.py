@@ -12,7 +12,11 @@ H&E-like (dark purple nuclei in pink/purple tissue) images in the spirit of DSB 
   darker rims); the background is uneven; the image is blurred and carries Poisson and Gaussian
   noise; fluorescence can be very dim or saturated, and sometimes carries unlabelled clutter
   (faint cytoplasm, thin curvy fibres) so that a model learns to leave such things out;
-- H&E colour comes from a Beer-Lambert stain-mixing model with hematoxylin and eosin.
+- H&E colour comes from a Beer-Lambert stain-mixing model with hematoxylin and eosin;
+- the ``"tissue"`` generator kind draws dense H&E tissue as in 20x-40x pathology tiles: touching,
+  textured purple nuclei (with some small dark lymphocytes) packed in sheets, in pink fibrous
+  stroma with paler cytoplasm around the nuclei and white lumen regions, and no bright background
+  anywhere else. Its samples have the DSB kind ``"histology"``.
 
 Each nucleus is rasterised inside its own bounding box (in batches of boxes of one size), so the
 cost grows with the area the nuclei cover, not with their number times the image area.
@@ -43,6 +47,10 @@ from nucleuseg.errors import InputError
 
 KIND_WEIGHTS = {"fluorescence": 0.65, "histology": 0.2, "brightfield": 0.15}
 """Share of each image kind when none is asked for, roughly as in DSB 2018 stage 1."""
+
+GENERATOR_KINDS = (*KINDS, "tissue")
+"""What the generator can draw: the DSB kinds, and ``"tissue"``, dense H&E tissue whose samples
+have the kind ``"histology"``. ``"tissue"`` is drawn only when asked for by name."""
 
 MIN_SIZE = 8
 """Smallest image side the generator accepts."""
@@ -84,9 +92,14 @@ def _check_seed(seed: int, name: str = "seed") -> int:
 
 
 def _check_kind(kind: str, name: str = "kind") -> str:
-    if kind not in KINDS:
-        raise InputError(f"{name} must be one of {KINDS}, got {kind!r}")
+    if kind not in GENERATOR_KINDS:
+        raise InputError(f"{name} must be one of {GENERATOR_KINDS}, got {kind!r}")
     return kind
+
+
+def _dsb_kind(kind: str) -> str:
+    """The DSB kind (one of ``KINDS``) of a generator kind's samples."""
+    return "histology" if kind == "tissue" else kind
 
 
 def _pick_kind(seed: int, kinds: Sequence[str] | None = None) -> str:
@@ -208,6 +221,26 @@ def _layout(rng: np.random.Generator, shape: tuple[int, int], p: dict) -> dict:
         "compact": small[keep],
         "r0": r0,
     }
+
+
+def _open_lumen(rng: np.random.Generator, shape: tuple[int, int], lay: dict, st: dict) -> dict:
+    """White lumen regions (a share ``lumen_share`` of the image) with no nucleus inside.
+
+    The soft lumen mask is kept in the layout as ``"lumen"``; nuclei whose centre falls in it
+    are dropped, so the nuclei around a lumen line it as an epithelium does.
+    """
+    field = _smooth_field(rng, shape, st["lumen_scale"] * min(shape))
+    if st["lumen_share"] <= 0:
+        return lay | {"lumen": np.zeros(shape)}
+    edge = np.quantile(field, 1.0 - st["lumen_share"])
+    lumen = np.clip(4.0 * (field - edge) + 0.5, 0.0, 1.0)
+    rows = lay["centres"][:, 0].astype(int)
+    cols = lay["centres"][:, 1].astype(int)
+    keep = lumen[rows, cols] < 0.5
+    out = {
+        key: value[keep] if isinstance(value, np.ndarray) else value for key, value in lay.items()
+    }
+    return out | {"lumen": lumen}
 
 
 def _rasterise(shape: tuple[int, int], lay: dict) -> tuple[np.ndarray, ...]:
@@ -367,6 +400,40 @@ def _style(rng: np.random.Generator, kind: str) -> dict:
             "read": u(0.0, 0.01),
             "tint": 1.0 + rng.normal(0.0, 0.03, 3) * (rng.random() < 0.5),
         }
+    elif kind == "tissue":
+        vesicular = rng.random() < 0.3
+        style |= {
+            "clusters": bool(rng.random() < 0.5),
+            "packing": u(0.7, 0.88),
+            "radius": _log_uniform(rng, 5.0, 15.0),
+            "coverage": u(0.35, 0.65),
+            "compact_share": u(0.03, 0.2),  # small round dark lymphocytes
+            "compact_gain": u(1.4, 2.0),
+            "level": u(0.9, 1.7),
+            "amp_spread": u(0.1, 0.3),
+            "dome": u(0.3, 0.6) if vesicular else u(0.0, 0.2),
+            "rim": u(0.4, 0.9) if vesicular else u(0.0, 0.3),
+            "grain": u(0.25, 0.5),
+            "dots": u(0.1, 0.35) * (1.0 if rng.random() < 0.6 else -1.0),
+            "nucleus_eosin": u(0.05, 0.35),
+            "lumen_share": u(0.04, 0.2) if rng.random() < 0.8 else 0.0,
+            "lumen_scale": u(0.06, 0.15),
+            "fibre_sigma": (u(0.6, 1.2), u(3.0, 7.0)),
+            "fibre": u(0.15, 0.35),
+            "wave": u(0.0, 0.25),
+            "tissue_eosin": u(0.35, 0.8),
+            "tissue_hema": u(0.04, 0.18),
+            "cell_eosin": u(0.08, 0.3),
+            "cell_hema": u(0.03, 0.15),
+            "cell_reach": u(1.4, 2.2),
+            "hematoxylin": _stain(rng, _HEMATOXYLIN),
+            "eosin": _stain(rng, _EOSIN),
+            "white": u(0.93, 1.0, 3),
+            "light": u(0.0, 0.05),
+            "blur": u(0.5, 1.1),
+            "photons": _log_uniform(rng, 800, 8000),
+            "read": u(0.0, 0.01),
+        }
     else:
         vesicular = rng.random() < 0.3  # pale nuclei with a dark rim
         tissue_share = 1.0 if rng.random() < 0.5 else u(0.75, 0.97)
@@ -506,7 +573,41 @@ def _histology(rng, shape, labels, elements, lay, st) -> np.ndarray:
     return _optics(rng, st["white"] * np.exp(-od), st)
 
 
-_RENDER = {"fluorescence": _fluorescence, "brightfield": _brightfield, "histology": _histology}
+def _tissue(rng, shape, labels, elements, lay, st) -> np.ndarray:
+    hema = _nucleus_density(rng, shape, elements, lay, st)
+    nuclei = labels > 0
+    # Stroma everywhere outside the lumen: eosin-pink fibres that wave along one direction.
+    stroma = np.maximum(1.0 - lay["lumen"], nuclei)
+    noise = rng.standard_normal(shape)
+    if st["wave"] > 0:  # bend the fibres: shift rows by a smooth field
+        shift = st["wave"] * min(shape) * 0.2 * _smooth_field(rng, shape, 0.2 * min(shape))
+        rows = np.arange(shape[0])[:, None] + np.zeros(shape[1], int)
+        cols = (np.arange(shape[1])[None, :] + np.round(shift).astype(int)) % shape[1]
+        noise = ndimage.gaussian_filter(noise, st["fibre_sigma"], mode="wrap")[rows, cols]
+    else:
+        noise = ndimage.gaussian_filter(noise, st["fibre_sigma"])
+    noise /= noise.std() or 1.0
+    weave = stroma * np.maximum(
+        1.0 + st["fibre"] * noise + 0.1 * _smooth_field(rng, shape, 0.05 * min(shape)), 0.0
+    )
+    eosin = st["tissue_eosin"] * weave + st["nucleus_eosin"] * nuclei
+    hema = hema + st["tissue_hema"] * weave
+    # Cytoplasm of the cells around the nuclei: paler, lilac-pink, not reaching into the lumen.
+    body, _ = _cells(rng, labels, lay["r0"], st["cell_reach"], max(1.5, lay["r0"] / 2))
+    body = body * stroma * (1.0 + 0.2 * _smooth_field(rng, shape, 1.5))
+    eosin = eosin + st["cell_eosin"] * body
+    hema = hema + st["cell_hema"] * body
+    od = hema[:, :, None] * st["hematoxylin"] + eosin[:, :, None] * st["eosin"]
+    light = st["white"] * _illumination(rng, shape, st["light"])[:, :, None]
+    return _optics(rng, light * np.exp(-od), st)
+
+
+_RENDER = {
+    "fluorescence": _fluorescence,
+    "brightfield": _brightfield,
+    "histology": _histology,
+    "tissue": _tissue,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,9 +628,10 @@ def synthetic_sample(
         Non-negative seed; the same ``(seed, size, kind)`` always gives the same sample.
     size : int or (int, int)
         Image side, or ``(height, width)``; at least 8 pixels each.
-    kind : {"fluorescence", "brightfield", "histology"}, optional
-        Image kind. ``None`` draws one from ``seed`` with DSB-like odds (:data:`KIND_WEIGHTS`);
-        the result then equals the sample made with that kind named explicitly.
+    kind : {"fluorescence", "brightfield", "histology", "tissue"}, optional
+        Image kind. ``None`` draws one of the DSB kinds from ``seed`` with DSB-like odds
+        (:data:`KIND_WEIGHTS`); the result then equals the sample made with that kind named
+        explicitly. ``"tissue"`` draws dense H&E tissue, a sample of kind ``"histology"``.
     image_id : str, optional
         Id of the sample; ``"synthetic-s<seed>"`` by default.
 
@@ -537,7 +639,8 @@ def synthetic_sample(
     -------
     Sample
         ``image`` ``(H, W, 3)`` ``uint8``; ``labels`` ``(H, W)`` ``int32`` with ids exactly
-        ``1..N`` (later ids lie on top where nuclei overlap); ``kind``.
+        ``1..N`` (later ids lie on top where nuclei overlap); ``kind``, one of
+        :data:`~nucleuseg.data.base.KINDS`.
 
     Raises
     ------
@@ -554,19 +657,23 @@ def synthetic_sample(
     True
     >>> bool((synthetic_sample(3, 64, "fluorescence").image == s.image).all())
     True
+    >>> synthetic_sample(seed=0, size=64, kind="tissue").kind
+    'histology'
     """
     seed = _check_seed(seed)
     shape = _parse_size(size)
     kind = _pick_kind(seed) if kind is None else _check_kind(kind)
-    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    rng = np.random.default_rng([seed, GENERATOR_KINDS.index(kind)])
     style = _style(rng, kind)
     lay = _layout(rng, shape, style)
+    if kind == "tissue":
+        lay = _open_lumen(rng, shape, lay, style)
     flat, owner, rho, own_area, full_area = _rasterise(shape, lay)
     labels, keep = _resolve_labels(shape, flat, owner, own_area, full_area)
     kept = keep[owner]
     elements = (flat[kept], owner[kept], rho[kept])
     image = _RENDER[kind](rng, shape, labels, elements, lay, style)
-    return Sample(image_id or f"synthetic-s{seed}", image, labels, kind)
+    return Sample(image_id or f"synthetic-s{seed}", image, labels, _dsb_kind(kind))
 
 
 def make_synthetic(
@@ -591,7 +698,9 @@ def make_synthetic(
     seed : int
         Dataset seed (``>= 0``).
     kinds : sequence of str, optional
-        Kinds to draw from, uniformly (repeat a kind to weight it). ``None`` uses DSB-like odds.
+        Generator kinds (:data:`GENERATOR_KINDS`) to draw from, uniformly (repeat a kind to
+        weight it). ``None`` uses DSB-like odds over the DSB kinds. ``"tissue"`` images have the
+        kind ``"histology"`` in the dataset.
 
     Returns
     -------
@@ -616,18 +725,19 @@ def make_synthetic(
     shape = _parse_size(size)
     if kinds is not None:
         if isinstance(kinds, str) or len(kinds) == 0:
-            raise InputError(f"kinds must be a non-empty sequence of {KINDS}, got {kinds!r}")
+            raise InputError(
+                f"kinds must be a non-empty sequence of {GENERATOR_KINDS}, got {kinds!r}"
+            )
         kinds = [_check_kind(k, "kinds") for k in kinds]
     width = max(4, len(str(max(n - 1, 0))))
     ids = [f"synthetic-{i:0{width}d}" for i in range(n)]
     seeds = {image_id: _child_seed(seed, i) for i, image_id in enumerate(ids)}
-    info = {
-        image_id: {"kind": _pick_kind(s, kinds), "shape": shape} for image_id, s in seeds.items()
-    }
+    drawn = {image_id: _pick_kind(s, kinds) for image_id, s in seeds.items()}
+    info = {image_id: {"kind": _dsb_kind(k), "shape": shape} for image_id, k in drawn.items()}
 
     @functools.lru_cache(maxsize=max(8, _CACHE_BYTES // (7 * shape[0] * shape[1])))
     def generate(image_id: str) -> Sample:
-        return synthetic_sample(seeds[image_id], shape, info[image_id]["kind"], image_id)
+        return synthetic_sample(seeds[image_id], shape, drawn[image_id], image_id)
 
     def load(image_id: str) -> Sample:
         sample = generate(image_id)
