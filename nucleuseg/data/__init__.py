@@ -25,7 +25,15 @@ from nucleuseg.data.formats import (
     load_dataset,
     register_format,
 )
-from nucleuseg.data.images import image_shape, read_image, read_labels, read_mask, write_image
+from nucleuseg.data.images import (
+    image_shape,
+    read_channels,
+    read_image,
+    read_labels,
+    read_mask,
+    write_image,
+    write_labels,
+)
 from nucleuseg.data.kinds import image_kind
 from nucleuseg.data.synthetic import make_synthetic, synthetic_sample
 
@@ -49,6 +57,7 @@ __all__ = [
     "load_folders",
     "make_synthetic",
     "preload",
+    "read_channels",
     "read_image",
     "read_labels",
     "read_mask",
@@ -56,4 +65,5 @@ __all__ = [
     "resolve_dsb_path",
     "synthetic_sample",
     "write_image",
+    "write_labels",
 ]

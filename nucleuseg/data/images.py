@@ -38,6 +38,8 @@ from nucleuseg.errors import DatasetError, ImageReadError, InputError
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 """File name endings :func:`read_image` and :func:`read_mask` accept (case-insensitive)."""
 
+_UINT16_MAX = 65_535
+
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest ``height * width`` read by default; larger files are refused before decoding."""
 
@@ -53,6 +55,8 @@ _PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, In
 # The lock keeps concurrent readers (dataset preloading uses threads) from restoring it early.
 _OPEN_LOCK = threading.Lock()
 
+_CHANNEL_HINT = " (for one channel of a multi-channel image: channel=N, --channel N)"
+
 _UNSUPPORTED_MODES = {
     "P": "palette images (mode P)",
     "PA": "palette images with alpha (mode PA)",
@@ -63,7 +67,9 @@ _UNSUPPORTED_MODES = {
 }
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, channel: int | None = None
+) -> np.ndarray:
     """Read an image file as an ``(H, W, 3)`` ``uint8`` or ``uint16`` array.
 
     Parameters
@@ -73,18 +79,25 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     max_pixels : int
         Refuse images with more than this many pixels (``height * width``). The size is read
         from the file header, before any pixel is decoded.
+    channel : int, optional
+        Keep only this channel (0-based) of a multi-channel image, as gray: the nuclear stain of
+        a fluorescence image. Any number of channels is then accepted (see
+        :func:`read_channels` for the layouts); a gray image has the one channel 0.
 
     Returns
     -------
     numpy.ndarray
-        ``(H, W, 3)`` array. RGBA loses its alpha channel; grayscale (8- or 16-bit) is repeated
-        into three channels; 16-bit data stays ``uint16``.
+        ``(H, W, 3)`` array. RGBA loses its alpha channel; grayscale (8- or 16-bit), and the
+        chosen ``channel``, is repeated into three channels; 16-bit data stays ``uint16``.
 
     Raises
     ------
     ImageReadError
         If the file is missing, empty, corrupt or truncated, larger than ``max_pixels``, or holds
-        a palette, 1-bit, floating-point, two-channel or otherwise unsupported image.
+        a palette, 1-bit, floating-point, two-channel or otherwise unsupported image (without
+        ``channel``: also more channels than RGBA, or a TIFF of several pages).
+    InputError
+        If ``channel`` is not an integer or the image has no such channel.
 
     Examples
     --------
@@ -93,15 +106,79 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     >>> write_image(path, np.full((2, 3, 4), 7, np.uint8))
     >>> read_image(path).shape
     (2, 3, 3)
+    >>> read_image(path, channel=3)[..., 0]  # the alpha channel, as gray
+    array([[7, 7, 7],
+           [7, 7, 7]], dtype=uint8)
     """
     path = Path(path)
-    pixels, mode = _decode(path, max_pixels)
+    if channel is not None:
+        if isinstance(channel, bool) or not isinstance(channel, int | np.integer):
+            raise InputError(f"{path}: channel must be an integer, got {channel!r}")
+        channels = read_channels(path, max_pixels)
+        count = channels.shape[2]
+        if not 0 <= channel < count:
+            raise InputError(
+                f"{path}: no channel {channel}: the image has {count} channel"
+                + ("" if count == 1 else f"s (0 to {count - 1})")
+            )
+        return np.repeat(channels[:, :, int(channel), None], 3, axis=2)
+    try:
+        pixels, mode = _decode(path, max_pixels)
+    except ImageReadError as err:
+        if " pages (a stack)" in str(err):
+            raise ImageReadError(f"{err}{_CHANNEL_HINT}") from None
+        raise
     if mode in ("RGB", "RGB;16"):
         return pixels
     if mode in ("RGBA", "RGBA;16"):
         return np.ascontiguousarray(pixels[:, :, :3])
     if mode in ("L", "I;16"):
         return np.repeat(pixels[:, :, None], 3, axis=2)
+    hint = _CHANNEL_HINT if mode in ("LA", "La") or mode.endswith(" channels") else ""
+    raise ImageReadError(f"{path}: {_describe_mode(mode)}{hint}")
+
+
+def read_channels(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read every channel of an image file as an ``(H, W, C)`` ``uint8`` or ``uint16`` array.
+
+    For multi-channel fluorescence, where each channel is one stain. The layouts read:
+
+    - PNG, JPEG, BMP: gray (one channel), RGB (three) and RGBA (four, alpha last);
+    - TIFF of one page: ``(H, W)``, ``(H, W, C)`` (interleaved samples) and ``(C, H, W)``
+      (planar samples), any number of channels;
+    - TIFF of several pages that hold one image's channels, ``(C, H, W)``: what ImageJ and
+      OME-TIFF write for a channel axis, and what ``tifffile.imwrite`` writes for a
+      ``(C, H, W)`` array. A stack along Z or time, or pages of different sizes, is refused.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+    max_pixels : int
+        Refuse images with more than this many pixels (``height * width``), before decoding.
+
+    Raises
+    ------
+    ImageReadError
+        If the file cannot be read, is larger than ``max_pixels``, is not 8- or 16-bit unsigned
+        integers, or is a stack rather than one image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "cells.tif"
+    >>> tifffile.imwrite(path, np.zeros((5, 8, 9), np.uint16), photometric="minisblack")
+    >>> read_channels(path).shape  # five channels, (C, H, W) in the file
+    (8, 9, 5)
+    """
+    path = Path(path)
+    if _is_tiff(path):
+        return _tiff_channels(path, max_pixels)
+    pixels, mode = _decode(path, max_pixels)
+    if mode in ("L", "I;16"):
+        return pixels[:, :, None]
+    if mode in ("RGB", "RGBA"):
+        return pixels
     raise ImageReadError(f"{path}: {_describe_mode(mode)}")
 
 
@@ -167,8 +244,8 @@ def read_labels(
 ) -> np.ndarray:
     """Read a label image file (one integer id per nucleus, 0 = background) as ``int32``.
 
-    The file must be single-channel: 8-bit or 16-bit PNG, or 8/16-bit TIFF, as written by
-    :func:`write_image` from ``labels.astype(np.uint16)`` or by most other segmentation tools.
+    The file must be single-channel: 8-bit or 16-bit PNG, or 8-, 16- or 32-bit TIFF, as written
+    by :func:`write_labels` or by most other segmentation tools.
 
     Parameters
     ----------
@@ -198,12 +275,79 @@ def read_labels(
     """
     path = Path(path)
     expected = None if shape is None else (int(shape[0]), int(shape[1]))
-    pixels, mode = _decode(path, max_pixels, expected)
-    if mode not in ("L", "I;16"):
+    pixels, mode = _decode(path, max_pixels, expected, labels32=True)
+    if mode not in ("L", "I;16", "I;32"):
         raise ImageReadError(
-            f"{path}: a label image must be single-channel 8- or 16-bit, got {_short(mode)}"
+            f"{path}: a label image must be single-channel 8-, 16- or 32-bit, got {_short(mode)}"
         )
+    if mode == "I;32" and pixels.size and pixels.max() > np.iinfo(np.int32).max:
+        raise ImageReadError(f"{path}: labels up to {pixels.max()}, beyond int32")
     return pixels.astype(np.int32)
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
+    """Write a label image atomically: a 16-bit PNG while labels fit, else a 32-bit TIFF.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, or its name without an ending (then ``.png`` is added while the largest label
+        is at most 65,535 and ``.tif`` beyond). A ``.tif``/``.tiff`` name is 16-bit while the
+        labels fit, 32-bit beyond; a ``.png`` name takes labels up to 65,535 only. Its folder
+        must exist.
+    labels : numpy.ndarray
+        ``(H, W)`` integer label image, 0 = background.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written; :func:`read_labels` reads it back.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` is not a label image, labels above 65,535 are to go to a ``.png``, the
+        ending is another image format, or the folder does not exist.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> write_labels(folder / "few", np.array([[0, 1], [2, 2]])).name
+    'few.png'
+    >>> many = np.arange(70_000).reshape(700, 100)
+    >>> path = write_labels(folder / "many", many)
+    >>> path.name, int(read_labels(path).max())
+    ('many.tif', 69999)
+    """
+    from nucleuseg.masks import check_labels
+
+    path = Path(path)
+    labels = check_labels(labels)
+    top = int(labels.max()) if labels.size else 0
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES and suffix not in (".png", ".tif", ".tiff"):
+        raise InputError(f"{path}: label images are written as .png or .tif, not {suffix!r}")
+    if suffix not in (".png", ".tif", ".tiff"):
+        path = path.with_name(path.name + (".png" if top <= _UINT16_MAX else ".tif"))
+    if top <= _UINT16_MAX:
+        write_image(path, labels.astype(np.uint16))
+        return path
+    if path.suffix.lower() == ".png":
+        raise InputError(
+            f"{path}: labels up to {top} do not fit a 16-bit PNG (65,535 at most); write a .tif"
+        )
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: folder {path.parent} does not exist")
+    if min(labels.shape) == 0:
+        raise InputError(f"{path}: cannot write an empty image of shape {labels.shape}")
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, labels.astype(np.uint32), photometric="minisblack")
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+    return path
 
 
 def image_shape(path: str | os.PathLike) -> tuple[int, int]:
@@ -290,17 +434,18 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
 
 def _decode(
-    path: Path, max_pixels: int, shape: tuple[int, int] | None = None
+    path: Path, max_pixels: int, shape: tuple[int, int] | None = None, labels32: bool = False
 ) -> tuple[np.ndarray, str]:
     """Decode a file to ``(pixels, mode)``; mode is a Pillow-style name of the layout.
 
     ``pixels`` is ``(H, W)`` for the modes ``L``, ``I;16`` and ``1`` and ``(H, W, C)`` for the
     colour modes ``RGB``, ``RGBA`` (``;16`` suffix for 16-bit). Other modes come back with
     ``pixels`` undecoded (an empty array) so that callers can name them in their error.
+    With ``labels32``, a single-channel ``uint32`` TIFF is decoded too (mode ``I;32``).
     """
     size = _check_file(path)
     if _is_tiff(path):
-        return _decode_tiff(path, max_pixels, shape)
+        return _decode_tiff(path, max_pixels, shape, labels32)
     if size > _MAX_BYTES_PER_PIXEL * max_pixels + _MAX_EXTRA_BYTES:
         raise ImageReadError(
             f"{path}: {size} bytes, more than an image of at most max_pixels={max_pixels} pixels "
@@ -335,14 +480,16 @@ def _decode(
 
 
 def _decode_tiff(
-    path: Path, max_pixels: int, shape: tuple[int, int] | None
+    path: Path, max_pixels: int, shape: tuple[int, int] | None, labels32: bool = False
 ) -> tuple[np.ndarray, str]:
     import tifffile
 
     (height, width, *channels), dtype, palette = _tiff_header(path)
     _check_header_size(path, (height, width), max_pixels, shape)
     mode = _tiff_mode(dtype, channels[0] if channels else 1, palette)
-    if mode not in ("L", "RGB", "RGBA", "I;16", "RGB;16", "RGBA;16", "1"):
+    if labels32 and mode == "dtype uint32" and not channels:
+        mode = "I;32"
+    if mode not in ("L", "RGB", "RGBA", "I;16", "RGB;16", "RGBA;16", "1", "I;32"):
         return np.empty(0), mode
     try:
         with tifffile.TiffFile(path) as tif:
@@ -350,7 +497,7 @@ def _decode_tiff(
     except Exception as err:  # tifffile raises many types on damaged files
         raise ImageReadError(f"{path}: corrupt or truncated TIFF ({err})") from None
     expected = (height, width, *channels)
-    if mode in ("L", "I;16", "1"):
+    if mode in ("L", "I;16", "1", "I;32"):
         expected = (height, width)
         if pixels.ndim == 3 and pixels.shape[2] == 1:
             pixels = pixels[:, :, 0]
@@ -361,6 +508,74 @@ def _decode_tiff(
             f"not the {expected} {dtype} its header describes"
         )
     return pixels, mode
+
+
+def _tiff_channels(path: Path, max_pixels: int) -> np.ndarray:
+    """Every channel of a TIFF file as ``(H, W, C)`` (see :func:`read_channels`)."""
+    import tifffile
+
+    _check_file(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            # Pages counted only up to a bound, as in _tiff_header; tif.series, which follows
+            # the whole chain, is read only once the chain is known to end.
+            pages = _count_pages(path, tif, _MAX_TIFF_PAGES)
+            if pages == 0:
+                raise ImageReadError(f"{path}: TIFF file holds no image")
+            if pages >= _MAX_TIFF_PAGES:
+                raise ImageReadError(
+                    f"{path}: TIFF holds at least {pages} pages; expected the channels of one image"
+                )
+            page = tif.pages[0]
+            palette = page.photometric == tifffile.PHOTOMETRIC.PALETTE
+            dtype = np.dtype(page.dtype)
+            if pages == 1:
+                source, axes, shape = page, page.axes, tuple(int(n) for n in page.shape)
+            else:
+                if len(tif.series) != 1:
+                    raise ImageReadError(
+                        f"{path}: TIFF holds {pages} pages in {len(tif.series)} series (a stack); "
+                        "expected the channels of one image"
+                    )
+                source = tif.series[0]
+                axes, shape = source.axes, tuple(int(n) for n in source.shape)
+            mode = _tiff_mode(dtype, 1, palette)
+            if mode not in ("L", "I;16"):
+                raise ImageReadError(f"{path}: {_describe_mode(mode)}")
+            kept = [(a, n) for a, n in zip(axes, shape, strict=True) if n > 1 or a in "YX"]
+            layout = "".join(a for a, _ in kept)
+            if layout not in ("YX", "YXS") and not (len(layout) == 3 and layout[1:] == "YX"):
+                raise ImageReadError(
+                    f"{path}: TIFF image of shape {shape} (axes {axes}); expected the channels "
+                    "of one 2-D image"
+                )
+            if layout[1:] == "YX" and layout[0] not in "CSQ":
+                what = {"Z": "depth (Z)", "T": "time"}.get(layout[0], f"axis {layout[0]}")
+                raise ImageReadError(
+                    f"{path}: TIFF is a stack along {what} of {kept[0][1]} images; expected the "
+                    "channels of one 2-D image"
+                )
+            height, width = (n for a, n in kept if a in "YX")
+            _check_header_size(path, (height, width), max_pixels, None)
+            try:
+                pixels = np.asarray(source.asarray())
+            except Exception as err:  # tifffile raises many types on damaged files
+                raise ImageReadError(f"{path}: corrupt or truncated TIFF ({err})") from None
+    except ImageReadError:
+        raise
+    except Exception as err:
+        raise ImageReadError(f"{path}: not a readable TIFF file ({err})") from None
+    if pixels.size != int(np.prod(shape)) or pixels.dtype != dtype:
+        raise ImageReadError(
+            f"{path}: corrupt TIFF: decoded to shape {pixels.shape} and dtype {pixels.dtype}, "
+            f"not the {shape} {dtype} its header describes"
+        )
+    pixels = pixels.reshape([n for _, n in kept])
+    if layout == "YX":
+        return pixels[:, :, None]
+    if layout == "YXS":
+        return pixels
+    return np.ascontiguousarray(np.moveaxis(pixels, 0, 2))
 
 
 def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
