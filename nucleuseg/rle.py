@@ -182,27 +182,36 @@ def encode_labels(labels: np.ndarray) -> dict[int, str]:
     {3: '4 1', 7: '1 2'}
     """
     labels = check_labels(labels, "labels")
-    flat = labels.ravel(order="F")
-    index = np.flatnonzero(flat)
-    if index.size == 0:
+    if labels.size == 0:
         return {}
-    ids = flat[index]
-    # Sort by label once; a stable sort keeps each label's pixels in column-major order.
-    order = np.argsort(ids, kind="stable")
-    index, ids = index[order], ids[order]
-    new_run = np.ones(index.size, bool)
-    new_run[1:] = (ids[1:] != ids[:-1]) | (index[1:] != index[:-1] + 1)
-    run_first = np.flatnonzero(new_run)
-    run_starts = index[run_first] + 1
-    run_lengths = np.diff(np.append(run_first, index.size))
-    run_ids = ids[run_first]
+    # Runs of equal values along the column-major pixel order, then only the nuclei's runs: far
+    # fewer than the pixels, so sorting them by label (stably, keeping each label's runs in
+    # pixel order) is cheap. A run starts where a pixel differs from the one above it, or, at
+    # the top of a column, from the bottom of the previous column; the comparisons run in the
+    # array's own (row-major) order and only the boolean result is read column by column.
+    height = labels.shape[0]
+    starts = np.empty(labels.shape, bool)
+    np.not_equal(labels[1:], labels[:-1], out=starts[1:])
+    np.not_equal(labels[0, 1:], labels[-1, :-1], out=starts[0, 1:])
+    starts[0, 0] = True
+    run_starts = np.flatnonzero(starts.T)
+    run_ids = labels[run_starts % height, run_starts // height]
+    run_lengths = np.diff(np.append(run_starts, labels.size))
+    nucleus = run_ids != 0
+    if not nucleus.any():
+        return {}
+    run_starts, run_lengths, run_ids = run_starts[nucleus], run_lengths[nucleus], run_ids[nucleus]
+    order = np.argsort(run_ids, kind="stable")
+    run_starts, run_lengths, run_ids = run_starts[order] + 1, run_lengths[order], run_ids[order]
     label_first = np.flatnonzero(np.concatenate(([True], run_ids[1:] != run_ids[:-1])))
     label_end = np.append(label_first[1:], run_ids.size)
     numbers = np.stack([run_starts, run_lengths], axis=1).ravel().tolist()
-    tokens = [str(n) for n in numbers]
+    tokens = list(map(str, numbers))
     return {
-        int(run_ids[a]): " ".join(tokens[2 * a : 2 * b])
-        for a, b in zip(label_first.tolist(), label_end.tolist(), strict=True)
+        label: " ".join(tokens[2 * a : 2 * b])
+        for label, a, b in zip(
+            run_ids[label_first].tolist(), label_first.tolist(), label_end.tolist(), strict=True
+        )
     }
 
 
