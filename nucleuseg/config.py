@@ -154,6 +154,11 @@ class TrainingConfig(_Replaceable):
         Range of the random rescaling of training crops (log-uniform).
     patience : int
         Stop after this many epochs without a better validation score.
+    stain_augment : bool
+        Stain jitter of colour training images before they are normalised
+        (:func:`~nucleuseg.transforms.random_stain`: hematoxylin, eosin and DAB densities
+        scaled and shifted), for stained tissue from many laboratories. Off by default; model
+        files saved without this field load with it off.
     """
 
     resize: int | None = None
@@ -166,6 +171,7 @@ class TrainingConfig(_Replaceable):
     augment: bool = True
     scale_range: tuple[float, float] = (0.7, 1.4)
     patience: int = 8
+    stain_augment: bool = False
 
     def __post_init__(self) -> None:
         if self.resize is not None and self.resize < 8:
@@ -182,6 +188,8 @@ class TrainingConfig(_Replaceable):
         if not 0 < low <= high:
             raise ConfigError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
         object.__setattr__(self, "scale_range", (low, high))
+        if not isinstance(self.stain_augment, bool):
+            raise ConfigError(f"stain_augment must be true or false, got {self.stain_augment!r}")
 
 
 @dataclass(frozen=True)

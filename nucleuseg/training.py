@@ -47,6 +47,7 @@ from nucleuseg.transforms import (
     random_crop,
     random_dihedral,
     random_intensity,
+    random_stain,
     resize,
 )
 
@@ -94,12 +95,15 @@ def make_example(
     training, channels = preset.training, preset.network.out_channels
     if training.resize:
         size = (training.resize, training.resize)
-        x = resize(normalize(item.image, item.stats), size, order=1)
+        image = random_stain(item.image, rng) if training.stain_augment else item.image
+        x = resize(normalize(image, item.stats), size, order=1)
         labels = resize(item.labels, size, order=0)
         return x.astype(np.float32), make_targets(labels, channels)
     low, high = np.log(training.scale_range)
     scale = float(np.exp(rng.uniform(low, high)))
     image, labels = random_crop(item.image, item.labels, training.crop, scale, rng)
+    if training.stain_augment:
+        image = random_stain(image, rng)
     x = normalize(image, item.stats)
     if training.augment:
         x, labels = random_dihedral([x, labels], rng)

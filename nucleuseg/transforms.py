@@ -257,3 +257,62 @@ def random_intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.3:
         x = x + rng.normal(0.0, rng.uniform(0.005, 0.05), size=x.shape)
     return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def random_stain(
+    image: np.ndarray, rng: np.random.Generator, strength: float = 0.2, shift: float = 0.05
+) -> np.ndarray:
+    """Stain jitter of a colour image (H&E in particular), on its raw pixels, before normalising.
+
+    The pixels are turned into optical densities and unmixed into hematoxylin, eosin and DAB by
+    colour deconvolution with scikit-image's stain matrix (``skimage.color.hed_from_rgb``, as
+    :func:`skimage.color.rgb2hed` does); each stain's density is scaled by a factor drawn from
+    ``1 +- strength`` and shifted by an optical density drawn from ``+- shift``, then mixed back
+    (``skimage.color.rgb_from_hed``). This is the HED jitter of Tellez et al. (2018), which
+    imitates the spread of staining between laboratories and slides. Unlike ``rgb2hed``, negative
+    densities are kept, so that no jitter gives the image back. Images with no colour (all
+    channels equal, as gray images become through :func:`as_rgb`) are returned unchanged, and
+    the random stream is then not used.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W, 3)`` image, integer (scaled by its dtype's largest value) or float (scaled by
+        ``max(1, image.max())``).
+    rng : numpy.random.Generator
+    strength : float
+        Largest relative change of each stain's density.
+    shift : float
+        Largest change of each stain's optical density (natural log units).
+
+    Returns
+    -------
+    numpy.ndarray
+        An image of the same shape and dtype, within the same range.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> he = np.empty((16, 16, 3), np.uint8); he[:] = (225, 150, 195); he[4:12, 4:12] = (110, 60, 160)
+    >>> out = random_stain(he, rng)
+    >>> out.shape, out.dtype, bool((out != he).any())
+    ((16, 16, 3), dtype('uint8'), True)
+    >>> bool((random_stain(he, rng, strength=0.0, shift=0.0) == he).all())
+    True
+    >>> gray = np.full((8, 8, 3), 90, np.uint8)
+    >>> bool((random_stain(gray, rng) == gray).all())
+    True
+    """
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    channels = image[..., 0], image[..., 1], image[..., 2]
+    if ((channels[0] == channels[1]) & (channels[1] == channels[2])).all():
+        return image
+    integer = np.issubdtype(image.dtype, np.integer)
+    top = float(np.iinfo(image.dtype).max) if integer else max(1.0, float(image.max()))
+    density = -np.log(np.maximum(image.astype(np.float32) / top, 1e-6))
+    stains = density @ hed_from_rgb.astype(np.float32)
+    stains = stains * rng.uniform(1.0 - strength, 1.0 + strength, 3).astype(np.float32)
+    stains += rng.uniform(-shift, shift, 3).astype(np.float32)
+    rgb = np.clip(np.exp(-(stains @ rgb_from_hed.astype(np.float32))), 0.0, 1.0) * top
+    return (np.round(rgb) if integer else rgb).astype(image.dtype)
