@@ -78,9 +78,14 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 def _add_model(parser: argparse.ArgumentParser, tta: bool = True) -> None:
     """The model a command runs: the file, the backend to run it on, the device, flip TTA."""
-    parser.add_argument("model", help="model file (.safetensors)")
     parser.add_argument(
-        "--backend", help="backend to run the model on (default: the one that trained it)"
+        "model",
+        help="model file (.safetensors) or the name of a shipped model (see nucleuseg models)",
+    )
+    parser.add_argument(
+        "--backend",
+        help="backend to run the model on (default: the one that trained it; for a shipped "
+        "model the first installed)",
     )
     _add_device(parser)
     if tta:
@@ -126,8 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="model file to write (.safetensors)")
     tr.add_argument(
         "--preset",
-        default="default",
-        help="default, seed or a preset .json file (as search writes) (default: default)",
+        help="default, seed or a preset .json file (as search writes) (default: default, or "
+        "with --init the model's own)",
+    )
+    tr.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="fine-tune: start from this model (file or shipped name), its weights, network and "
+        "inference settings; the recipe is --preset's (same network) or the model's own",
     )
     tr.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
     tr.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
@@ -211,14 +222,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_split(se)
 
+    mo = sub.add_parser("models", help="list the shipped pretrained models, or print one's card")
+    mo.add_argument("name", nargs="?", help="a shipped model: print its model card")
+
     sub.add_parser("backends", help="list backends and framework versions")
     return parser
 
 
 def _load_segmenter(args):
+    from nucleuseg.models import is_shipped, pretrained, resolve_model
     from nucleuseg.segmenter import Segmenter
 
-    seg = Segmenter.load(args.model, backend=args.backend, device=args.device)
+    if is_shipped(args.model):  # an existing file of the same name would win
+        seg = pretrained(args.model, backend=args.backend, device=args.device)
+    else:
+        path = resolve_model(args.model)  # a missing file's error lists the shipped names
+        seg = Segmenter.load(path, backend=args.backend, device=args.device)
     if getattr(args, "tta", False):
         seg.inference = seg.inference.replace(tta=True)
     return seg
@@ -252,12 +271,57 @@ def _output_folder(path: str, option: str) -> None:
         raise InputError(f"{option} {path}: {existing} is not a folder")
 
 
+def _cmd_models(args) -> int:
+    from nucleuseg import models
+
+    if args.name:
+        print(models.card_markdown(models.get_model(args.name)), end="")
+        return 0
+    infos = models.list_models()
+    if not infos:
+        print("no shipped models")
+        return 0
+    width = max(len(info.name) for info in infos)
+    kinds = max(len(", ".join(info.kinds)) for info in infos)
+    print(f"{'name':<{width}}  {'kinds':<{kinds}}  DSB score  description")
+    for info in infos:
+        print(
+            f"{info.name:<{width}}  {', '.join(info.kinds):<{kinds}}  {info.dsb_score:9.4f}  "
+            f"{info.description}"
+        )
+    return 0
+
+
 def _cmd_backends(args) -> int:
     from nucleuseg.backends import available_backends
 
     for info in available_backends():
         print(info)
     return 0
+
+
+def _training_start(args):
+    """The preset ``train`` uses and, with ``--init``, the model file it starts from: the
+    model's network and inference settings, the recipe of ``--preset`` or else the model's."""
+    from nucleuseg import checkpoint
+    from nucleuseg.config import get_preset
+    from nucleuseg.models import resolve_model
+
+    if not args.init:
+        return get_preset(args.preset or "default"), None
+    model = checkpoint.load_model(resolve_model(args.init))
+    if args.preset is None:
+        return model.preset, model
+    chosen = get_preset(args.preset)
+    if chosen.network != model.preset.network:
+        ours, theirs = chosen.network.to_dict(), model.preset.network.to_dict()
+        differ = ", ".join(f"{k} {ours[k]} vs {theirs[k]}" for k in ours if ours[k] != theirs[k])
+        raise InputError(
+            f"--preset {args.preset}: its network differs from that of --init {args.init} "
+            f"({differ}); fine-tuning keeps the model's network: leave out --preset or give one "
+            "with the same network"
+        )
+    return model.preset.replace(training=chosen.training), model
 
 
 def _cmd_train(args) -> int:
@@ -268,11 +332,16 @@ def _cmd_train(args) -> int:
         _output_file(args.resume, "--resume")
     if args.figures:
         _output_folder(args.figures, "--figures")
+    preset, init = _training_start(args)
     _, train, val = _split(args)
+    start = f", from {args.init}" if init is not None else ""
     print(
-        f"training on {len(train)} images, validating on {len(val)} ({args.backend}, {args.preset})"
+        f"training on {len(train)} images, validating on {len(val)} "
+        f"({args.backend}, {preset.name}{start})"
     )
-    seg = Segmenter(args.backend, preset=args.preset, seed=args.seed, device=args.device)
+    seg = Segmenter(args.backend, preset=preset, seed=args.seed, device=args.device)
+    if init is not None:
+        seg.set_weights(init.weights)
     started = time.perf_counter()
     history = seg.fit(
         train, validation=val, epochs=args.epochs, max_minutes=args.minutes, resume=args.resume
@@ -323,6 +392,18 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_tune(args) -> int:
+    from nucleuseg.models import DIRECTORY, is_shipped
+
+    if args.out is None and is_shipped(args.model):
+        raise InputError(
+            f"{args.model} is a shipped model, which tune never changes: give --out FILE for "
+            "the tuned copy"
+        )
+    if Path(args.out or args.model).resolve().parent == DIRECTORY:
+        raise InputError(
+            f"--out {args.out or args.model}: in the folder of the shipped models; write the "
+            "tuned model elsewhere"
+        )
     _output_file(args.out or args.model, "--out")
     _, _, val = _split(args)
     seg = _load_segmenter(args)
@@ -457,6 +538,7 @@ def _cmd_demo(args) -> int:
 
 COMMANDS = {
     "backends": _cmd_backends,
+    "models": _cmd_models,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "tune": _cmd_tune,
