@@ -25,6 +25,7 @@ import numpy as np
 
 from nucleuseg.backends import register_backend
 from nucleuseg.backends.base import ADAM_BETAS, ADAM_EPSILON, BN_EPSILON, BN_MOMENTUM, BaseNetwork
+from nucleuseg.backends.threads import usable_cores
 from nucleuseg.config import UNetConfig
 from nucleuseg.errors import BackendUnavailable
 
@@ -60,6 +61,12 @@ with _native_stderr_silenced():
     import keras
     import tensorflow as tf
 
+    if tf.config.threading.get_intra_op_parallelism_threads() == 0 and usable_cores() < (
+        os.cpu_count() or 1
+    ):
+        # TensorFlow sizes its pool from the machine's cores, not the process's share of them.
+        with contextlib.suppress(RuntimeError):  # the runtime had already started
+            tf.config.threading.set_intra_op_parallelism_threads(usable_cores())
     tf.config.list_physical_devices()  # where the runtime looks for CUDA and logs about it
 
 

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from nucleuseg.backends import register_backend
 from nucleuseg.backends.base import ADAM_BETAS, ADAM_EPSILON, BN_EPSILON, BN_MOMENTUM, BaseNetwork
 from nucleuseg.backends.device import DeviceSpec
+from nucleuseg.backends.threads import usable_cores
 from nucleuseg.config import UNetConfig
 
 
@@ -302,5 +303,7 @@ def build(
     """Build the PyTorch U-Net for ``config``, initialised from ``seed``, on ``device`` (see
     :mod:`nucleuseg.backends.device`; by default a CUDA GPU when one is visible, else the CPU).
     """
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    cores = usable_cores()
+    if torch.get_num_threads() > cores:
+        torch.set_num_threads(cores)
     return TorchNetwork(config, seed, loss, device)
