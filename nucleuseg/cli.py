@@ -166,10 +166,42 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--out", help="model file to write (default: update MODEL in place)")
     _add_split(tu)
 
-    pr = sub.add_parser("predict", help="label images and write them as 16-bit PNG label images")
+    pr = sub.add_parser(
+        "predict",
+        help="segment and measure images: label images, overlays, a table of nuclei",
+        description="Segment image files (PNG, TIFF incl. 16-bit and multi-channel, JPEG), "
+        "folders of them and glob patterns. Writes OUT/<stem>_labels.png (16-bit; .tif, 32-bit, "
+        "beyond 65,535 nuclei), with --overlay OUT/<stem>_overlay.png, and for the run "
+        "OUT/measurements.csv (one row per nucleus) and OUT/summary.csv (one row per image). "
+        "A file that fails gets its error and the rest goes on; the exit status is then 1.",
+    )
     _add_model(pr)
-    pr.add_argument("images", nargs="+", help="image files (with --blocks: zarr folders too)")
+    pr.add_argument(
+        "images",
+        nargs="+",
+        help="image files, folders (their image files) and glob patterns such as 'data/*.tif' "
+        "(with --blocks: one large image or zarr folder each)",
+    )
     pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument(
+        "--channel",
+        type=_channel,
+        metavar="N",
+        help="nuclear-stain channel (0-based) of multi-channel images, given to the model as "
+        "gray; intensities are measured on it (default: the image as it is, gray or RGB)",
+    )
+    pr.add_argument(
+        "--diameter",
+        type=_diameter,
+        metavar="PX",
+        help="typical nucleus diameter in pixels, where it differs from the model's native "
+        "diameter (2 x target_radius, printed at the start): images are resized by native/PX "
+        "and the labels back",
+    )
+    pr.add_argument(
+        "--overlay", action="store_true", help="also write <stem>_overlay.png: outlines on images"
+    )
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.add_argument(
         "--blocks",
         action="store_true",
@@ -421,23 +453,79 @@ def _cmd_tune(args) -> int:
     return 0
 
 
+def _channel(text: str) -> int:
+    """``--channel``: a channel number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a channel number (0, 1, ...), not {text!r}")
+    return int(text)
+
+
+def _diameter(text: str) -> float:
+    """``--diameter``: a positive number of pixels."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"a positive number of pixels, not {text!r}")
+    return value
+
+
 def _cmd_predict(args) -> int:
-    from nucleuseg.data.images import read_image, write_image
+    from nucleuseg.batch import segment_files
 
     _output_folder(args.out, "--out")
+    if args.blocks:
+        options = {"--channel": args.channel, "--diameter": args.diameter}
+        given = [name for name, value in options.items() if value is not None]
+        given += ["--overlay"] if args.overlay else []
+        if given:
+            raise InputError(f"--blocks does not take {', '.join(given)}")
     seg = _load_segmenter(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in args.images:
-        if args.blocks:
+    if args.blocks:
+        for name in args.images:
             folder = out / Path(name).name.split(".")[0]
             result = seg.predict_blocks(name, folder, block=args.block_size, halo=args.halo)
             print(f"{name}: {result.nuclei} nuclei -> {result.labels}, {result.table}")
-            continue
-        labels = seg.predict(read_image(name))
-        target = out / (Path(name).stem + "_labels.png")
-        write_image(target, labels.astype("uint16"))
-        print(f"{name}: {int(labels.max())} nuclei -> {target}")
+        return 0
+    from nucleuseg.inference import diameter_factor
+
+    native = 2 * seg.inference.target_radius
+    scale = ""
+    if args.diameter is not None:
+        scale = f"; --diameter {args.diameter:g}: images resized by "
+        scale += f"{diameter_factor(args.diameter, seg.inference):.3g}"
+    print(f"model's native nucleus diameter: {native:g} pixels{scale}")
+
+    def show(result) -> None:
+        from tqdm.auto import tqdm  # writes above the progress bar
+
+        if result.ok:
+            tqdm.write(f"{result.path}: {result.nuclei} nuclei -> {result.labels}", sys.stdout)
+        else:
+            tqdm.write(f"{result.path}: error: {result.error}", sys.stderr)
+
+    report = segment_files(
+        seg,
+        args.images,
+        out,
+        overlay=args.overlay,
+        channel=args.channel,
+        diameter=args.diameter,
+        progress=not args.no_progress,
+        on_image=show,
+    )
+    done = len(report.images) - len(report.failures)
+    print(
+        f"{done} images, {report.nuclei} nuclei: wrote {report.measurements} and {report.summary}"
+    )
+    if report.failures:
+        print(f"{len(report.failures)} failed:", file=sys.stderr)
+        for result in report.failures:
+            print(f"  {result.path}: {result.error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,7 +16,8 @@ shared by :class:`~nucleuseg.Segmenter`, batches of images and blocks of big ima
    more at the scale that brings it there (:func:`rescale_factor`), and that prediction is
    resized back;
 5. :func:`nucleuseg.postprocess.to_instances` turns the probabilities into instance labels
-   (:func:`predict_labels`).
+   (:func:`predict_labels`). Given the nucleus ``diameter`` of an image, :func:`predict_labels`
+   instead resizes it to the model's native diameter before step 3 and the labels back after.
 
 The network is a :data:`~nucleuseg.tiling.PredictFn`: an NHWC ``float32`` batch in (sides
 multiples of ``preset.network.multiple``), NHWC probabilities out. The module imports no
@@ -43,6 +44,7 @@ import numpy as np
 
 from nucleuseg.config import InferenceConfig, Preset
 from nucleuseg.errors import InputError
+from nucleuseg.masks import relabel_sequential
 from nucleuseg.postprocess import to_instances
 from nucleuseg.tiling import (
     TILES_PER_CALL,
@@ -112,11 +114,18 @@ def predict_labels(
     preset: Preset,
     *,
     stats: NormalizationStats | None = None,
+    diameter: float | None = None,
 ) -> np.ndarray:
     """Instance labels ``(H, W)`` ``int32`` (0 = background) for one image of any size.
 
     :func:`predict_probabilities` followed by :func:`nucleuseg.postprocess.to_instances` under
-    ``preset.inference``; the arguments are those of :func:`predict_probabilities`.
+    ``preset.inference``; the other arguments are those of :func:`predict_probabilities`.
+
+    With ``diameter`` (the typical nucleus diameter of the image, in pixels), the normalised
+    image is resized by :func:`diameter_factor` so that its nuclei have the model's native
+    diameter, ``2 * inference.target_radius``; labels are found at that scale and resized back
+    (nearest) to the image's shape. ``inference.auto_scale`` is then not applied: the diameter
+    given replaces the guess.
 
     Examples
     --------
@@ -125,9 +134,57 @@ def predict_labels(
     >>> labels = predict_labels(lambda batch: batch[..., :3], image, get_preset("default"))
     >>> labels.dtype, int(labels.max())
     (dtype('int32'), 2)
+    >>> predict_labels(lambda batch: batch[..., :3], image, get_preset("default"), diameter=5).shape
+    (30, 30)
     """
-    probs = predict_probabilities(predict, image, preset, stats=stats)
-    return to_instances(probs, preset.inference)
+    if diameter is None:
+        probs = predict_probabilities(predict, image, preset, stats=stats)
+        return to_instances(probs, preset.inference)
+    factor = diameter_factor(diameter, preset.inference)
+    x = normalize(as_rgb(image), stats)
+    scaled = resize(x, _scaled_shape(x, factor), order=1) if factor != 1.0 else x
+    fixed = preset.replace(inference=preset.inference.replace(auto_scale=False))
+    labels = to_instances(_predict_normalised(predict, [scaled], fixed, 1)[0], preset.inference)
+    if factor == 1.0:
+        return labels
+    return relabel_sequential(resize(labels, x.shape[:2], order=0))
+
+
+MAX_DIAMETER_ZOOM = 8.0
+"""Largest zoom (either way) that :func:`diameter_factor` allows."""
+
+
+def diameter_factor(diameter: float, inference: InferenceConfig) -> float:
+    """The zoom that brings nuclei of ``diameter`` pixels to the model's native diameter.
+
+    The native diameter is ``2 * inference.target_radius`` pixels (the size of the nuclei the
+    model was trained on); the zoom is ``native / diameter``.
+
+    Raises
+    ------
+    InputError
+        If ``diameter`` is not a positive finite number, or the zoom would exceed
+        :data:`MAX_DIAMETER_ZOOM` either way.
+
+    Examples
+    --------
+    >>> from nucleuseg.config import InferenceConfig
+    >>> diameter_factor(40, InferenceConfig(target_radius=10.0))  # big nuclei: shrink by half
+    0.5
+    """
+    if isinstance(diameter, bool) or not isinstance(diameter, int | float | np.number):
+        raise InputError(f"diameter must be a number of pixels, got {diameter!r}")
+    if not (np.isfinite(diameter) and diameter > 0):
+        raise InputError(f"diameter must be a positive number of pixels, got {diameter}")
+    native = 2.0 * inference.target_radius
+    factor = native / float(diameter)
+    if not 1.0 / MAX_DIAMETER_ZOOM <= factor <= MAX_DIAMETER_ZOOM:
+        raise InputError(
+            f"diameter {diameter} is too far from the model's native nucleus diameter "
+            f"{native:g} pixels (a zoom of {factor:.3g}; at most {MAX_DIAMETER_ZOOM:g} times "
+            "either way)"
+        )
+    return factor
 
 
 def predict_batch(

@@ -173,9 +173,15 @@ class Segmenter:
         """
         return predict_probabilities(self.network.predict, image, self.preset)
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """Instance labels, ``(H, W)`` ``int32`` with 0 for background."""
-        return predict_labels(self.network.predict, image, self.preset)
+    def predict(self, image: np.ndarray, diameter: float | None = None) -> np.ndarray:
+        """Instance labels, ``(H, W)`` ``int32`` with 0 for background.
+
+        ``diameter`` is the typical nucleus diameter of ``image`` in pixels, for nuclei of
+        another size than the model's native ``2 * inference.target_radius``: the image is
+        resized to the model's scale and the labels back to the image's shape (see
+        :func:`nucleuseg.inference.predict_labels`).
+        """
+        return predict_labels(self.network.predict, image, self.preset, diameter=diameter)
 
     def predict_blocks(
         self,

@@ -130,6 +130,30 @@ def test_images(tmp_path, umask, name):
     assert_ordinary_mode(tmp_path / name, umask)
 
 
+def test_label_files_beyond_16_bits(tmp_path, umask):
+    from nucleuseg.data.images import write_labels
+
+    path = write_labels(tmp_path / "labels", np.arange(70_000).reshape(700, 100))
+    assert path.suffix == ".tif"
+    assert_ordinary_mode(path, umask)
+
+
+def test_batch_outputs(tmp_path, umask):
+    from nucleuseg.batch import segment_files
+
+    class Threshold:
+        def predict(self, image, diameter=None):
+            return (image[..., 0] > 0).astype(np.int32)
+
+    image = np.zeros((8, 8), np.uint8)
+    image[2:5, 2:5] = 200
+    write_image(tmp_path / "cells.png", image)
+    report = segment_files(Threshold(), tmp_path, tmp_path / "out", overlay=True, progress=False)
+    result = report.images[0]
+    for path in (result.labels, result.overlay, report.measurements, report.summary):
+        assert_ordinary_mode(path, umask)
+
+
 def test_cache_entry(tmp_path, umask):
     cache = SampleCache(tmp_path / "cache")
     cache.put("k" * 40, np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.int32), "fluorescence")
@@ -252,9 +276,10 @@ def test_shipped_model_files(tmp_path, umask):
 
 # Each call of an atomic writer in the package, and the test above that covers it.
 COVERED = {
+    ("batch.py", "atomic_write"): "test_batch_outputs",
     ("checkpoint.py", "atomic_save"): "test_model_file, test_training_state_file",
     ("data/cache.py", "atomic_write"): "test_cache_entry",
-    ("data/images.py", "atomic_write"): "test_images",
+    ("data/images.py", "atomic_write"): "test_images, test_label_files_beyond_16_bits",
     ("rle.py", "atomic_write"): "test_submission_and_solution_csv",
     ("search.py", "atomic_write"): "test_search_results",
     ("large.py", "atomic_save"): "test_block_wise_outputs_and_work_files",
