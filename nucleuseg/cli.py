@@ -254,6 +254,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_split(se)
 
+    ex = sub.add_parser("export", help="write a model as a file other tools run (ONNX; extra onnx)")
+    ex.add_argument("model", help="model file (.safetensors)")
+    ex.add_argument("--format", choices=("onnx",), default="onnx", help="(default onnx)")
+    ex.add_argument("--out", required=True, help="file to write (.onnx)")
+
     mo = sub.add_parser("models", help="list the shipped pretrained models, or print one's card")
     mo.add_argument("name", nargs="?", help="a shipped model: print its model card")
 
@@ -615,6 +620,16 @@ def _cmd_search(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from nucleuseg.export import export_model
+
+    _output_file(args.out, "--out")
+    args.backend, args.device = "onnx", "cpu"  # the weights are canonical: no framework needed
+    path = export_model(_load_segmenter(args), args.out, format=args.format)
+    print(f"{args.model} -> {path} ({args.format})")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from nucleuseg.backends import default_backend
     from nucleuseg.demo import run_demo
@@ -635,6 +650,7 @@ COMMANDS = {
     "score": _cmd_score,
     "demo": _cmd_demo,
     "search": _cmd_search,
+    "export": _cmd_export,
 }
 
 

@@ -50,6 +50,10 @@ class ExtraMissing(NucleusegError, ImportError):
     """A feature needs an optional stack (a pip extra) that is not installed."""
 
 
+class TrainingUnsupported(NucleusegError, NotImplementedError):
+    """A backend that only predicts (such as ``"onnx"``) was asked to train."""
+
+
 class CheckpointError(NucleusegError, ValueError):
     """A model file is not a valid nucleuseg safetensors checkpoint."""
 
@@ -70,6 +74,7 @@ __all__ = [
     "MaskOverlapError",
     "NucleusegError",
     "RLEError",
+    "TrainingUnsupported",
 ]
 
 

@@ -28,10 +28,32 @@ def installed_backends() -> list[str]:
     return [n for n, m in FRAMEWORKS.items() if importlib.util.find_spec(m) is not None]
 
 
-@pytest.fixture(params=sorted(FRAMEWORKS))
+#: The built-in backends that train (``"onnx"`` only predicts).
+TRAINING = sorted(name for name, backend in builtin_backends().items() if backend.trains)
+
+
+@pytest.fixture(params=TRAINING)
 def backend(request) -> str:
-    """Each built-in backend in turn (skipped where its framework is missing)."""
+    """Each built-in backend that trains in turn (skipped where its framework is missing)."""
     return backend_or_skip(request.param)
+
+
+#: ``@every_backend`` on a test that does not train: ``backend`` is each built-in backend in
+#: turn, the inference-only ones too (skipped where the framework is missing).
+every_backend = pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec(module) is None,
+                reason=f"{name} backend: {module} is not installed "
+                f'(pip install "nucleuseg[{builtin_backends()[name].extra}]")',
+            ),
+        )
+        for name, module in sorted(FRAMEWORKS.items())
+    ],
+)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import every_backend
 from nucleuseg.backends import Network, build_network
 from nucleuseg.backends.base import canonical_shapes, init_weights
 from nucleuseg.config import get_preset
@@ -20,6 +21,7 @@ def _batch(config, n=2, size=32, seed=0):
     return x, y
 
 
+@every_backend
 @pytest.mark.parametrize("preset", ["seed", "default"])
 def test_weights_round_trip_and_shapes(backend, preset):
     config = get_preset(preset).network.replace(base_filters=4, depth=3)
@@ -37,6 +39,7 @@ def test_weights_round_trip_and_shapes(backend, preset):
     assert all(np.allclose(again[k], changed[k]) for k in shapes)
 
 
+@every_backend
 def test_predict_shape_range_and_determinism(backend, tiny_preset):
     net = build_network(backend, tiny_preset.network, seed=0)
     x, _ = _batch(tiny_preset.network, n=3, size=48)
@@ -95,6 +98,7 @@ def test_short_synthetic_run_reaches_the_floor(backend):
     assert seg.evaluate(test, progress=False).score > SYNTHETIC_FLOOR
 
 
+@every_backend
 def test_starting_a_backend_prints_no_native_log_lines(backend):
     """Building a network and predicting prints no native start-up notices (TensorFlow's C++
     runtime writes several, such as a failed ``cuInit`` on CPU machines, before it reads its log
@@ -143,12 +147,14 @@ def test_torch_dropout_drops_p_and_keeps_the_mean(p, channels_last):
     assert torch.equal(drop.eval()(x), x)
 
 
+@every_backend
 def test_every_backend_is_a_network_with_reseed(backend, tiny_preset):
     net = build_network(backend, tiny_preset.network)
     assert isinstance(net, Network)
     assert callable(net.reseed) and net.reseed(3) is None
 
 
+@every_backend
 @pytest.mark.parametrize("loss", ["dice", "BCE", ""])
 def test_an_unknown_loss_name_is_refused(backend, tiny_preset, loss):
     with pytest.raises(ConfigError, match=r"loss must be one of \('bce', 'bce_dice'\), got"):

@@ -4,6 +4,7 @@ each backend placing its network there, and ``--device`` on the command line."""
 import numpy as np
 import pytest
 
+from conftest import every_backend
 from nucleuseg.backends import build_network
 from nucleuseg.backends.device import DeviceSpec, parse_device
 from nucleuseg.errors import ConfigError
@@ -90,6 +91,7 @@ def test_every_backend_runs_on_the_cpu_when_asked(backend, tiny_preset):
     assert _placement(net) == {"cpu"}
 
 
+@every_backend
 def test_asking_for_a_gpu_the_framework_does_not_see_says_so(backend, tiny_preset):
     net = build_network(backend, tiny_preset.network, device="cpu")
     gpus = type(net)._visible_gpus()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import every_backend
 from nucleuseg import inference
 from nucleuseg.backends import build_network
 from nucleuseg.config import InferenceConfig, get_preset
@@ -166,6 +167,7 @@ def test_batch_names_the_bad_image(tiny_preset):
     assert inference.predict_batch(_mixing, [], tiny_preset) == []
 
 
+@every_backend
 def test_batched_network_predictions_match_one_at_a_time(backend, tiny_preset):
     network = build_network(backend, tiny_preset.network, 0, loss=tiny_preset.training.loss)
     calls: list[int] = []

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import backend_or_skip
+from conftest import backend_or_skip, every_backend
 from nucleuseg.backends import get_backend
 from nucleuseg.backends.base import (
     BN_EPSILON,
@@ -287,6 +287,7 @@ def _reference_logits(w: dict[str, np.ndarray], config, x: np.ndarray) -> np.nda
     ],
     ids=["seed", "batchnorm", "relu-nearest"],
 )
+@every_backend
 def test_predictions_match_a_numpy_reference_of_the_contract(backend, changes):
     changes = dict(changes)
     preset = _preset(changes.pop("preset"))

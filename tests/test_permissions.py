@@ -274,12 +274,24 @@ def test_shipped_model_files(tmp_path, umask):
     assert_ordinary_mode(info.path, umask)
 
 
+def test_onnx_export(tmp_path, umask):
+    for module in ("onnx", "onnxruntime"):
+        pytest.importorskip(module, reason='pip install "nucleuseg[onnx]"')
+    from nucleuseg.export import export_onnx
+
+    preset = _tiny_preset()
+    source = tmp_path / "model.safetensors"
+    checkpoint.save_model(source, init_weights(preset.network, 0), preset, "torch")
+    assert_ordinary_mode(export_onnx(source, tmp_path / "model.onnx"), umask)
+
+
 # Each call of an atomic writer in the package, and the test above that covers it.
 COVERED = {
     ("batch.py", "atomic_write"): "test_batch_outputs",
     ("checkpoint.py", "atomic_save"): "test_model_file, test_training_state_file",
     ("data/cache.py", "atomic_write"): "test_cache_entry",
     ("data/images.py", "atomic_write"): "test_images, test_label_files_beyond_16_bits",
+    ("export.py", "atomic_write"): "test_onnx_export",
     ("rle.py", "atomic_write"): "test_submission_and_solution_csv",
     ("search.py", "atomic_write"): "test_search_results",
     ("large.py", "atomic_save"): "test_block_wise_outputs_and_work_files",

@@ -105,8 +105,9 @@ def test_builtin_backends_are_registered_without_importing_frameworks():
         """
         import sys, nucleuseg
         names = [b.name for b in nucleuseg.available_backends()]
-        assert {"torch", "keras", "flax"} <= set(names), names
-        leaked = {"torch", "tensorflow", "jax", "flax", "keras"} & set(sys.modules)
+        assert {"torch", "keras", "flax", "onnx"} <= set(names), names
+        leaked = {"torch", "tensorflow", "jax", "flax", "keras", "onnx", "onnxruntime"}
+        leaked &= set(sys.modules)
         assert not leaked, leaked
         """
     )
@@ -160,11 +161,12 @@ def test_check_weights_reports_missing_extra_misshapen(tiny_preset):
 
 def test_builtin_backends_in_order_of_preference():
     builtin = builtin_backends()
-    assert list(builtin) == ["torch", "keras", "flax"]
-    assert [(b.framework, b.extra) for b in builtin.values()] == [
-        ("torch", "torch"),
-        ("tensorflow", "keras"),
-        ("flax", "flax"),
+    assert list(builtin) == ["torch", "keras", "flax", "onnx"]
+    assert [(b.framework, b.extra, b.trains) for b in builtin.values()] == [
+        ("torch", "torch", True),
+        ("tensorflow", "keras", True),
+        ("flax", "flax", True),
+        ("onnxruntime", "onnx", False),
     ]
     infos = {b.name: b for b in available_backends()}
     for name, backend in builtin.items():

@@ -1,11 +1,11 @@
 """The backend registry: a name is enough to build the U-Net in any installed framework.
 
 Built-in backends (``"torch"``, ``"keras"``, ``"flax"`` and the inference-only ``"onnx"``,
-listed by :func:`builtin_backends` in order of preference) are known by module path and imported only when first asked for, so
-``import nucleuseg`` never imports a deep-learning framework. Third-party
-packages add backends through the entry-point group ``nucleuseg.backends``; an entry point named
-``mynet`` pointing at ``mypkg.backend`` (a module that calls :func:`register_backend`) or at a
-factory ``mypkg.backend:build`` makes ``Segmenter("mynet")`` work.
+listed by :func:`builtin_backends` in order of preference) are known by module path and imported
+only when first asked for, so ``import nucleuseg`` never imports a deep-learning framework.
+Third-party packages add backends through the entry-point group ``nucleuseg.backends``; an entry
+point named ``mynet`` pointing at ``mypkg.backend`` (a module that calls :func:`register_backend`)
+or at a factory ``mypkg.backend:build`` makes ``Segmenter("mynet")`` work.
 
 Examples
 --------
