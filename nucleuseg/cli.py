@@ -255,7 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_split(se)
 
     ex = sub.add_parser("export", help="write a model as a file other tools run (ONNX; extra onnx)")
-    ex.add_argument("model", help="model file (.safetensors)")
+    ex.add_argument("model", help="model file (.safetensors) or the name of a shipped model")
     ex.add_argument("--format", choices=("onnx",), default="onnx", help="(default onnx)")
     ex.add_argument("--out", required=True, help="file to write (.onnx)")
 
