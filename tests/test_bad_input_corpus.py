@@ -337,6 +337,29 @@ def _(tmp):
     read_image(tmp / "stack.tif")
 
 
+@case(
+    "image", "channel-out-of-range", InputError, r"st\.tif: no channel 3: .* 3 channels \(0 to 2\)"
+)
+def _(tmp):
+    tifffile.imwrite(tmp / "st.tif", np.zeros((3, 4, 4), np.uint16), photometric="minisblack")
+    read_image(tmp / "st.tif", channel=3)
+
+
+@case("image", "z-stack-read-as-channels", ImageReadError, r"z\.tif: TIFF is a stack along depth")
+def _(tmp):
+    tifffile.imwrite(
+        tmp / "z.tif", np.zeros((3, 4, 4), np.uint8), imagej=True, metadata={"axes": "ZYX"}
+    )
+    read_image(tmp / "z.tif", channel=0)
+
+
+@case("image", "labels-beyond-16-bit-png", InputError, r"l\.png: labels up to 70000 do not fit")
+def _(tmp):
+    from nucleuseg.data import write_labels
+
+    write_labels(tmp / "l.png", np.full((2, 2), 70_000))
+
+
 def tiff_with_next_page(next_offset: int | None) -> bytes:
     """A one-page TIFF whose "next page" offset points at ``next_offset`` (its own page when
     ``None``)."""
@@ -1100,6 +1123,20 @@ def _(tmp):
     rle.write_submission([square()], tmp / "sub.csv")
 
 
+@case("array", "measure-image-of-another-shape", InputError, r"image must be .* got shape \(4, 5\)")
+def _(tmp):
+    from nucleuseg import measure
+
+    measure(np.zeros((4, 4), np.int32), np.zeros((4, 5)))
+
+
+@case("array", "predict-zero-diameter", InputError, r"diameter must be a positive number of pixels")
+def _(tmp):
+    from nucleuseg.inference import predict_labels
+
+    predict_labels(lambda b: b[..., :1], np.zeros((8, 8)), get_preset("default"), diameter=0)
+
+
 @case("array", "predict-nan-image", InputError, r"image contains NaN or infinite", torch=True)
 def _(tmp):
     torch_segmenter().predict(np.full((8, 8), np.nan))
@@ -1458,6 +1495,11 @@ def _(tmp):
     return ["predict", str(model_file(tmp)), str(tmp / "x.png"), "--out", str(tmp / "labels")]
 
 
+@case("cli", "predict-blocks-with-overlay", InputError, r"--blocks does not take --overlay")
+def _(tmp):
+    return ["predict", "m.safetensors", "x.tif", "--out", str(tmp), "--blocks", "--overlay"]
+
+
 @case("cli", "submit-out-is-a-folder", InputError, r"--out .*sub: is a folder; give a file name")
 def _(tmp):
     (tmp / "sub").mkdir()
@@ -1471,13 +1513,13 @@ COUNTS: dict[str, int] = dict(Counter(c.category for c in CASES))
 """Cases per category, as collected."""
 
 MINIMUM: dict[str, int] = {
-    "image": 30,
+    "image": 33,
     "mask": 17,
     "layout": 23,
     "csv": 60,
-    "array": 39,
+    "array": 41,
     "model": 37,
-    "cli": 16,
+    "cli": 17,
 }
 """Cases per category when last counted; the corpus may grow, never shrink."""
 
