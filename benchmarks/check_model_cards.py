@@ -13,6 +13,10 @@ split (``--split``, ``--val-fraction``, ``--seed``), flips (``--tta``) and backe
 the model is evaluated on PATH. It prints, for the DSB score overall, AP at IoU 0.5 and the DSB
 score of each image kind, the card's value, the measured one and the difference, marking
 differences over 0.005; the exit status is 1 when any is marked.
+
+``--compare FILE`` also evaluates a model file on the same split, such as the float32 file a
+shipped float16 model was made from, and prints its DSB score beside the shipped one's (a
+difference over 0.002 is marked).
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from nucleuseg.errors import NucleusegError
 TOLERANCE = 0.005
 
 
-def evaluate_card(info: models.ModelInfo, data: str, backend: str | None) -> list[tuple]:
+def evaluate_card(
+    info: models.ModelInfo, data: str, backend: str | None, compare: str | None = None
+) -> list[tuple]:
     """``(what, card, measured)`` rows for one model."""
     command = info.card["validation"]["command"]
     words = shlex.split(command)
@@ -62,6 +68,17 @@ def evaluate_card(info: models.ModelInfo, data: str, backend: str | None) -> lis
     measured = result.by_kind(subset.kinds())
     for kind in sorted(set(validation["per_kind"]) | set(measured)):
         rows.append((f"  {kind}", validation["per_kind"].get(kind), measured.get(kind)))
+    if compare:
+        from nucleuseg.segmenter import Segmenter
+
+        other = Segmenter.load(compare, backend=seg.backend)
+        other.inference = seg.inference
+        score = other.evaluate(subset, progress=False).score
+        mark = "  <-- differs by more than 0.002" if abs(score - result.score) > 0.002 else ""
+        print(
+            f"  {compare}: DSB score {score:.4f}, shipped {result.score:.4f}, "
+            f"difference {result.score - score:+.4f}{mark}"
+        )
     return rows
 
 
@@ -70,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="labelled folder (default: see the module docstring)")
     parser.add_argument("--model", help="only this shipped model")
     parser.add_argument("--backend", help="run on this backend (default: the card command's)")
+    parser.add_argument("--compare", help="a model file to score on the same split (see above)")
     args = parser.parse_args(argv)
     data = args.data or ("stage1_train" if os.environ.get("NUCLEUSEG_DSB") else BESIDE_CHECKOUT)
     try:
@@ -85,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     off = 0
     for info in infos:
         try:
-            rows = evaluate_card(info, data, args.backend)
+            rows = evaluate_card(info, data, args.backend, args.compare)
         except NucleusegError as err:
             print(f"{info.name}: {err}", file=sys.stderr)
             return 2
