@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/train_throughput.py [--preset seed] [--crop 128] [--batch 16] [--steps 10]
-        [--warmup 3] [--backends torch,keras,flax] [--no-inference]
+        [--warmup 3] [--backends torch,keras,flax,onnx] [--no-inference] [--inference-repeats 2]
 
 For each backend the script builds the preset's network, runs ``--warmup`` training steps (the
 first one compiles, where the backend compiles) and then ``--steps`` timed steps on a fixed random
@@ -19,11 +19,14 @@ weight gradients).
 Inference is timed through ``Segmenter(backend, preset).predict`` on synthetic 520x696 (the most
 common DSB 2018 size) and 1024x1024 images: tiling, the network and post-processing together,
 reported as megapixels of input per second (the ``seed`` preset resizes every image to 128x128
-before the network, so its rate is mostly resizing and post-processing).
+before the network, so its rate is mostly resizing and post-processing), and as a ratio to the
+first backend's rate in the same run (torch where it is installed). A backend that only predicts
+(``onnx``) gets the inference columns only.
 
 Numbers depend on what else runs on the machine; run it on an otherwise idle one. numpy's matrix
 product depends on its BLAS and on variables such as ``OPENBLAS_CORETYPE`` (which can force an
-older kernel, e.g. AVX2 on an AVX-512 machine); the script reports them and changes nothing.
+older kernel, e.g. AVX2 on an AVX-512 machine); the script reports them, and the processor's
+AVX2 / AVX-512 flags, and changes nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import sys
 import time
 
 import numpy as np
+from common import cpu_summary
 
 from nucleuseg.backends import available_backends, builtin_backends, get_backend
 from nucleuseg.backends.base import canonical_shapes
@@ -147,9 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         "--backends", default=None, help="comma-separated backends (default: every installed one)"
     )
     parser.add_argument("--no-inference", action="store_true", help="skip the inference timing")
+    parser.add_argument(
+        "--inference-repeats", type=int, default=2, help="timed predictions per size (best kept)"
+    )
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 1 or args.batch < 1:
-        parser.error("--steps, --warmup and --batch must be at least 1")
+    if min(args.steps, args.warmup, args.batch, args.inference_repeats) < 1:
+        parser.error("--steps, --warmup, --batch and --inference-repeats must be at least 1")
 
     try:
         preset = get_preset(args.preset)
@@ -176,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         k: os.environ[k] for k in sorted(os.environ) if k.startswith(("OPENBLAS", "OMP_", "MKL"))
     }
     print(
-        f"# {platform.processor() or platform.machine()}, {cores} cores, python "
-        f"{platform.python_version()}, numpy {np.__version__}, env {blas_env or '{}'}"
+        f"# {cpu_summary()} ({cores} cores usable), python {platform.python_version()}, "
+        f"numpy {np.__version__}, env {blas_env or '{}'}"
     )
     matmul = numpy_matmul_gflops()
     flops = conv_flops(preset.network, args.crop, args.crop)
@@ -188,15 +195,25 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     rows = []
+    builtin = builtin_backends()
     for name in names:
         print(f"# {name} ...", file=sys.stderr, flush=True)
-        train = _train(name, preset, args.crop, args.batch, args.steps, args.warmup)
+        trains = name not in builtin or builtin[name].trains
+        if not trains and args.no_inference:
+            continue
+        train = (
+            _train(name, preset, args.crop, args.batch, args.steps, args.warmup) if trains else {}
+        )
         gc.collect()
-        infer = {} if args.no_inference else _infer(name, preset)
+        infer = {} if args.no_inference else _infer(name, preset, args.inference_repeats)
         gc.collect()
         rows.append((name, train, infer))
 
-    fastest = max(r[1]["images_per_s"] for r in rows)
+    if not rows:
+        print("nothing to measure: the backends given only predict, and --no-inference is set")
+        return 2
+    fastest = max((r[1]["images_per_s"] for r in rows if r[1]), default=1.0)
+    reference = rows[0][2]
     sizes = [f"{h}x{w}" for h, w in INFERENCE_SIZES]
     header = [
         "backend",
@@ -208,20 +225,22 @@ def main(argv: list[str] | None = None) -> int:
         "of matmul",
     ]
     if not args.no_inference:
-        header += [f"predict {s} MP/s" for s in sizes]
+        header += [f"predict {s} MP/s (vs {rows[0][0]})" for s in sizes]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for name, train, infer in rows:
-        cells = [
-            name,
-            _version(name),
-            f"{train['first_step_s']:.1f}",
-            f"{train['images_per_s']:.1f} (best {train['best_images_per_s']:.1f})",
-            f"{fastest / train['images_per_s']:.2f}x",
-            f"{train['gflops']:.0f}",
-            f"{train['gflops'] / matmul:.0%}",
-        ]
-        cells += [f"{infer[s]:.2f}" for s in sizes if s in infer]
+        cells = [name, _version(name)]
+        if train:
+            cells += [
+                f"{train['first_step_s']:.1f}",
+                f"{train['images_per_s']:.1f} (best {train['best_images_per_s']:.1f})",
+                f"{fastest / train['images_per_s']:.2f}x",
+                f"{train['gflops']:.0f}",
+                f"{train['gflops'] / matmul:.0%}",
+            ]
+        else:
+            cells += ["-", "does not train", "-", "-", "-"]
+        cells += [f"{infer[s]:.2f} ({infer[s] / reference[s]:.2f}x)" for s in sizes if s in infer]
         print("| " + " | ".join(cells) + " |")
     return 0
 
