@@ -96,7 +96,7 @@ def _add_training_backend(parser: argparse.ArgumentParser) -> None:
     """``--backend`` of the commands that train: the first built-in backend by default."""
     from nucleuseg.backends import builtin_backends
 
-    backends = list(builtin_backends())
+    backends = [name for name, backend in builtin_backends().items() if backend.trains]
     parser.add_argument(
         "--backend",
         default=backends[0],
@@ -634,7 +634,7 @@ def _cmd_demo(args) -> int:
     from nucleuseg.backends import default_backend
     from nucleuseg.demo import run_demo
 
-    backend = args.backend or default_backend()
+    backend = args.backend or default_backend(trains=True)
     run_demo(backend, args.minutes, Path(args.out), args.seed, device=args.device)
     return 0
 

@@ -215,6 +215,21 @@ def test_the_default_backend_is_the_first_installed_in_the_registry_order(monkey
         registry.default_backend()
 
 
+def test_the_demo_default_is_a_backend_that_trains(monkeypatch):
+    infos = [
+        registry.BackendInfo(n, n, "1", n in ("onnx", "flax"), "builtin")
+        for n in registry.builtin_backends()
+    ]
+    monkeypatch.setattr(registry, "available_backends", lambda: infos)
+    assert registry.default_backend() == "flax"
+    infos[-2] = registry.BackendInfo("flax", "flax", None, False, "builtin")
+    assert registry.default_backend() == "onnx"  # predicts a pretrained model
+    with pytest.raises(
+        BackendUnavailable, match=r"no backend that trains is installed: pip .*\[torch"
+    ):
+        registry.default_backend(trains=True)
+
+
 def test_a_factory_without_device_builds_when_no_device_is_asked_for(plugin_on_path, tiny_preset):
     from nucleuseg.backends import build_network
 

@@ -205,10 +205,16 @@ def available_backends() -> list[BackendInfo]:
     return infos
 
 
-def default_backend() -> str:
+def default_backend(trains: bool = False) -> str:
     """The first built-in backend, in the order of :func:`builtin_backends`, that is installed.
 
     What runs a model when no backend is named (``nucleuseg demo``, a pretrained model).
+
+    Parameters
+    ----------
+    trains : bool
+        Only a backend that trains (not ``"onnx"``, which only predicts): what ``nucleuseg demo``
+        needs.
 
     Raises
     ------
@@ -221,11 +227,12 @@ def default_backend() -> str:
     True
     """
     installed = {info.name for info in available_backends() if info.available}
-    for name in builtin_backends():
-        if name in installed:
+    for name, backend in builtin_backends().items():
+        if name in installed and (backend.trains or not trains):
             return name
     first = _BUILTIN[0]
-    raise BackendUnavailable(f'no backend installed: pip install "nucleuseg[{first.extra}]"')
+    what = "no backend that trains is installed" if trains else "no backend installed"
+    raise BackendUnavailable(f'{what}: pip install "nucleuseg[{first.extra}]"')
 
 
 def _install_hint(entry: _BackendEntry) -> str:
