@@ -216,6 +216,22 @@ def test_the_network_keeps_the_contract_and_runs_only_on_the_cpu(tiny_preset):
         build_network("onnx", config, device="gpu")
 
 
+def test_threads_share_one_session(tiny_preset, monkeypatch):
+    """Block-wise prediction calls predict from several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = build_network("onnx", tiny_preset.network, 0)
+    built = []
+    new_session = net._new_session
+    monkeypatch.setattr(net, "_new_session", lambda: built.append(1) or new_session())
+    xs = [np.random.default_rng(i).random((1, 32, 48, 3), dtype=np.float32) for i in range(6)]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(net.predict, xs))
+    assert built == [1]
+    for x, out in zip(xs, outs, strict=True):
+        np.testing.assert_array_equal(out, net.predict(x))
+
+
 def test_one_graph_for_every_shape():
     config = _preset("default").network
     model = build_onnx_model(config, _random_weights(config))
