@@ -20,7 +20,8 @@ The graph
 - output ``probabilities``: ``float32`` ``(batch, height, width, out_channels)``, the sigmoid
   probability channels (for the default presets: foreground, boundary, ...).
 
-Opset :data:`OPSET` and IR version :data:`IR_VERSION`, which ONNX Runtime has run since 1.14.
+Opset :data:`OPSET` and IR version :data:`IR_VERSION`: older than the newest, so that the file
+runs in older runtimes too (every ONNX Runtime the extra installs, 1.18 or later, runs it).
 
 The network is built once per set of weights and serves every input shape; ONNX Runtime uses
 its default of one intra-op thread per physical core, as PyTorch does, and its threads sleep
