@@ -45,8 +45,9 @@ def export_onnx(model: Any, path: str | os.PathLike) -> Path:
     Parameters
     ----------
     model : Segmenter, str or os.PathLike
-        A :class:`~nucleuseg.Segmenter` (on any backend: its canonical weights are exported) or
-        a model file (``.safetensors``, read without building any backend).
+        A :class:`~nucleuseg.Segmenter` (on any backend: its canonical weights are exported), a
+        model file (``.safetensors``, read without building any backend) or the name of a
+        shipped model (:func:`nucleuseg.models.resolve_model`).
     path : str or os.PathLike
         The ``.onnx`` file to write (atomically); its folder must exist.
 
@@ -62,7 +63,7 @@ def export_onnx(model: Any, path: str | os.PathLike) -> Path:
     InputError
         If ``path`` is a folder or its folder does not exist.
     CheckpointError
-        If ``model`` is a file that is not a nucleuseg model file.
+        If ``model`` is neither a nucleuseg model file nor a shipped model's name.
 
     Examples
     --------
@@ -83,7 +84,9 @@ def export_onnx(model: Any, path: str | os.PathLike) -> Path:
     from nucleuseg.backends.onnx_backend import build_onnx_model
 
     if isinstance(model, str | os.PathLike):
-        loaded = checkpoint.load_model(model)
+        from nucleuseg.models import resolve_model
+
+        loaded = checkpoint.load_model(resolve_model(model))
         config, weights = loaded.preset.network, loaded.weights
     else:
         config, weights = model.preset.network, model.get_weights()

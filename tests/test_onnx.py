@@ -30,6 +30,7 @@ from nucleuseg import Segmenter, cli
 from nucleuseg.backends import build_network, get_backend
 from nucleuseg.backends.base import init_weights
 from nucleuseg.backends.onnx_backend import OnnxNetwork, build_onnx_model, training_backends
+from nucleuseg.checkpoint import load_model
 from nucleuseg.config import get_preset
 from nucleuseg.data import make_synthetic, synthetic_sample
 from nucleuseg.errors import ConfigError, ExtraMissing, InputError, TrainingUnsupported
@@ -170,6 +171,24 @@ def test_export_on_the_command_line(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
     assert cli.main([*argv[:-1], str(tmp_path / "no" / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_of_a_shipped_model_by_name(tmp_path, monkeypatch):
+    from nucleuseg import checkpoint, models
+
+    preset = _preset("seed")
+    weights = _random_weights(preset.network)
+    checkpoint.save_model(tmp_path / "source.safetensors", weights, preset, "torch")
+    card = {k: v for k, v in models._example_card("tiny").items() if k != "sha256"}
+    models.save_shipped(tmp_path / "source.safetensors", "tiny", card, directory=tmp_path)
+    monkeypatch.setattr(models, "DIRECTORY", tmp_path)
+    monkeypatch.chdir(tmp_path.parent)  # no file named "tiny" here
+    out = tmp_path / "tiny.onnx"
+    assert cli.main(["export", "tiny", "--out", str(out)]) == 0
+    assert export_onnx("tiny", tmp_path / "again.onnx").read_bytes() == out.read_bytes()
+    stored = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    shipped = models.get_model("tiny").path
+    np.testing.assert_array_equal(stored["head.bias"], load_model(shipped).weights["head.bias"])
 
 
 def test_export_refuses_a_bad_path_or_format_and_names_the_missing_extra(tmp_path, monkeypatch):
