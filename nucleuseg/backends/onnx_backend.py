@@ -270,7 +270,7 @@ class OnnxNetwork(BaseNetwork):
         options.intra_op_num_threads = 0  # ONNX Runtime's default: one per physical core
         # Threads that wait between runs sleep rather than spin: spinning threads took the
         # cores from the post-processing that follows each prediction (1.3 to 1.7x slower
-        # end to end on a 1024x1024 image, 2 cores).
+        # end to end on a 1024x1024 image, measured on 2 cores shared with other work).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: no native log lines on the console
         self._session = ort.InferenceSession(
