@@ -113,15 +113,31 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train and score a small model on synthetic nuclei")
+    demo = sub.add_parser(
+        "demo",
+        help="segment built-in sample images with the shipped model (--train: train a small one)",
+    )
     demo.add_argument("--backend", help="backend to use (default: the first installed)")
     _add_device(demo)
-    demo.add_argument("--minutes", type=float, default=2.0, help="training budget (default 2)")
+    demo.add_argument(
+        "--model", default="dsb2018", help="shipped model or model file (default dsb2018)"
+    )
+    demo.add_argument(
+        "--train",
+        action="store_true",
+        help="instead, train a small model on synthetic nuclei and score it",
+    )
+    demo.add_argument(
+        "--minutes", type=float, default=2.0, help="with --train: training budget (default 2)"
+    )
     demo.add_argument(
         "--out", default="nucleuseg-demo", help="output folder (default nucleuseg-demo)"
     )
     demo.add_argument(
-        "--seed", type=int, default=0, help="seed of the data and training (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="with --train: seed of the data and training (default 0)",
     )
 
     tr = sub.add_parser("train", help="train a model on a labelled dataset folder")
@@ -632,8 +648,12 @@ def _cmd_export(args) -> int:
 
 def _cmd_demo(args) -> int:
     from nucleuseg.backends import default_backend
-    from nucleuseg.demo import run_demo
+    from nucleuseg.demo import run_demo, run_pretrained_demo
 
+    _output_folder(args.out, "--out")
+    if not args.train:
+        run_pretrained_demo(args.model, args.backend, Path(args.out), device=args.device)
+        return 0
     backend = args.backend or default_backend(trains=True)
     run_demo(backend, args.minutes, Path(args.out), args.seed, device=args.device)
     return 0
