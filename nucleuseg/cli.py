@@ -256,6 +256,11 @@ def _parser() -> argparse.ArgumentParser:
         default="default",
         help="preset whose other settings the trials keep: default, seed or a .json file",
     )
+    se.add_argument(
+        "--space",
+        help="search space as a JSON file of 'section.field' choices and ranges (default: the "
+        "built-in space, see docs)",
+    )
     se.add_argument("--study", default="nucleuseg", help="study name (default nucleuseg)")
     se.add_argument(
         "--storage",
@@ -600,10 +605,11 @@ def _cmd_score(args) -> int:
 
 def _cmd_search(args) -> int:
     from nucleuseg.config import get_preset
-    from nucleuseg.search import open_storage, search, write_results
+    from nucleuseg.search import open_storage, read_space, search, write_results
 
     _output_folder(args.out, "--out")
-    base = get_preset(args.preset)  # a bad preset or storage fails before the data is read
+    base = get_preset(args.preset)  # a bad preset, space or storage fails before the data is read
+    space = read_space(args.space, base) if args.space else None
     open_storage(args.storage)
     _, train, val = _split(args)
     minutes = args.minutes_per_trial
@@ -621,6 +627,7 @@ def _cmd_search(args) -> int:
         trials=args.trials,
         minutes_per_trial=minutes,
         steps_per_trial=args.steps_per_trial,
+        space=space,
         base=base,
         study_name=args.study,
         storage=args.storage,

@@ -262,6 +262,61 @@ def _suggest(trial, key: str, spec: Any) -> Any:
     return labels[trial.suggest_categorical(key, list(labels))]
 
 
+def read_space(path: str | os.PathLike, base: Preset | str = "default") -> dict[str, Any]:
+    """Read a declarative search space from a JSON file (``nucleuseg search --space FILE``).
+
+    The file is one object of ``"section.field"`` keys, as :data:`DEFAULT_SPACE`. A value is a
+    list of choices (a choice that is itself a list, such as dropout rates or a scale range,
+    becomes a tuple), or a range written as an object
+    ``{"range": "log" | "float" | "int", "low": ..., "high": ...}``. The space is checked
+    with :func:`check_space` against ``base``.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read, is not JSON, or is not a valid space.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "space.json"
+    >>> _ = path.write_text('{"network.base_filters": [8, 16], '
+    ...                     '"training.learning_rate": {"range": "log", "low": 1e-4, "high": 1e-2}, '
+    ...                     '"training.scale_range": [[1, 1], [0.7, 1.4]]}')
+    >>> space = read_space(path)
+    >>> space["training.learning_rate"], space["training.scale_range"]
+    (('log', 0.0001, 0.01), [(1, 1), (0.7, 1.4)])
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--space {path}: cannot read it ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--space {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--space {path}: must be a JSON object of 'section.field' entries")
+    space: dict[str, Any] = {}
+    for key, spec in data.items():
+        if isinstance(spec, dict):
+            if set(spec) != {"range", "low", "high"}:
+                raise ConfigError(
+                    f"--space {path}: {key!r}: a range is an object with exactly the keys "
+                    f"range, low and high, got {sorted(spec)}"
+                )
+            space[key] = (spec["range"], spec["low"], spec["high"])
+        elif isinstance(spec, list):
+            space[key] = [tuple(v) if isinstance(v, list) else v for v in spec]
+        else:
+            raise ConfigError(
+                f"--space {path}: {key!r}: give a list of choices or a range object, got {spec!r}"
+            )
+    try:
+        check_space(space, base)
+    except ConfigError as exc:
+        raise ConfigError(f"--space {path}: {exc}") from None
+    return space
+
+
 def preset_from_space(trial, space: Mapping[str, Any], base: Preset | str = "default") -> Preset:
     """The preset a trial draws from a declarative ``space`` (see :func:`check_space`).
 

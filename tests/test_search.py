@@ -388,3 +388,41 @@ def test_other_backends_search_too(data, tiny, name):
         fit, val, name, trials=1, steps_per_trial=1, space=SPACE, base=tiny, progress=False
     )
     assert result.trials[0].state == "COMPLETE" and result.trials[0].backend == name
+
+
+def test_the_command_line_takes_a_space_file(tmp_path, capsys):
+    folder = _write_folder(tmp_path / "data", make_synthetic(6, size=48, seed=3))
+    (tmp_path / "tiny.json").write_text(_tiny_json())
+    space = {
+        "network.activation": ["relu"],
+        "training.learning_rate": {"range": "log", "low": 1e-4, "high": 1e-3},
+    }
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    argv = ["search", "--data", str(folder), "--trials", "1", "--steps-per-trial", "2"]
+    argv += ["--preset", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "out")]
+    argv += ["--space", str(tmp_path / "space.json"), "--val-fraction", "0.34"]
+    assert cli.main(argv) == 0
+    best = Preset.from_json((tmp_path / "out" / "best.json").read_text())
+    assert best.network.activation == "relu"
+    assert 1e-4 <= best.training.learning_rate <= 1e-3
+    with open(tmp_path / "out" / "trials.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert "training.learning_rate" in " ".join(header)
+    assert "network.depth" not in " ".join(header)  # only the file's keys are searched
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "JSON object"),
+        ("{", "not valid JSON"),
+        ('{"network.depth": {"range": "int", "low": 2}}', "exactly the keys"),
+        ('{"network.depth": 3}', "list of choices or a range object"),
+        ('{"network.width": [8]}', "no field 'width'"),
+    ],
+)
+def test_a_bad_space_file_is_refused_before_reading_data(tmp_path, capsys, text, message):
+    (tmp_path / "space.json").write_text(text)
+    argv = ["search", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")]
+    assert cli.main([*argv, "--space", str(tmp_path / "space.json")]) == 2
+    assert message in capsys.readouterr().err
