@@ -275,10 +275,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_split(se)
 
-    ex = sub.add_parser("export", help="write a model as a file other tools run (ONNX; extra onnx)")
+    ex = sub.add_parser(
+        "export",
+        help="write a model as a file other tools run (ONNX; a bioimage.io package)",
+    )
     ex.add_argument("model", help="model file (.safetensors) or the name of a shipped model")
-    ex.add_argument("--format", choices=("onnx",), default="onnx", help="(default onnx)")
-    ex.add_argument("--out", required=True, help="file to write (.onnx)")
+    ex.add_argument("--format", choices=("onnx", "bioimageio"), default="onnx", help="(default onnx)")
+    ex.add_argument("--out", required=True, help="file to write (.onnx, or .zip for bioimageio)")
+    ex.add_argument(
+        "--polarity",
+        choices=("bright", "dark"),
+        default="bright",
+        help="bioimageio: nuclei brighter (fluorescence) or darker (brightfield, H&E, inverted) "
+        "than the background (default bright)",
+    )
 
     mo = sub.add_parser("models", help="list the shipped pretrained models, or print one's card")
     mo.add_argument("name", nargs="?", help="a shipped model: print its model card")
@@ -648,7 +658,10 @@ def _cmd_export(args) -> int:
 
     _output_file(args.out, "--out")
     args.backend, args.device = "onnx", "cpu"  # the weights are canonical: no framework needed
-    path = export_model(_load_segmenter(args), args.out, format=args.format)
+    if args.format == "bioimageio":  # a shipped model's name brings its model card along
+        path = export_model(args.model, args.out, format=args.format, polarity=args.polarity)
+    else:
+        path = export_model(_load_segmenter(args), args.out, format=args.format)
     print(f"{args.model} -> {path} ({args.format})")
     return 0
 

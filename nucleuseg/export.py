@@ -1,4 +1,8 @@
-"""Models as files other tools run: the U-Net as an ONNX graph.
+"""Models as files other tools run: the U-Net as an ONNX graph, and bioimage.io model packages.
+
+:func:`export_bioimageio` (from :mod:`nucleuseg.bioimageio`, extra ``bioimageio``) writes a
+bioimage.io package: ONNX and TorchScript weights, test tensors, a cover, the model card and the
+input normalisation in the spec's terms, for deepImageJ, ilastik and ``bioimageio.core``.
 
 :func:`export_onnx` writes the graph that the ``"onnx"`` backend runs
 (:func:`nucleuseg.backends.onnx_backend.build_onnx_model`), built from the canonical weights of a
@@ -36,7 +40,7 @@ from nucleuseg._extras import require
 from nucleuseg.errors import InputError
 
 #: The formats :func:`export_model` writes.
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "bioimageio")
 
 
 def export_onnx(model: Any, path: str | os.PathLike) -> Path:
@@ -96,17 +100,38 @@ def export_onnx(model: Any, path: str | os.PathLike) -> Path:
     return target
 
 
-def export_model(model: Any, path: str | os.PathLike, format: str = "onnx") -> Path:
+def export_bioimageio(model: Any, path: str | os.PathLike, **options: Any) -> Path:
+    """Write ``model`` as a bioimage.io model package (a ``.zip``); see
+    :func:`nucleuseg.bioimageio.export_bioimageio` for ``options`` (``polarity``,
+    ``torchscript``, ``test_size``).
+
+    Examples
+    --------
+    >>> export_bioimageio("nuclei.safetensors", "out.zip", polarity="sideways")
+    Traceback (most recent call last):
+    ...
+    nucleuseg.errors.InputError: polarity must be one of ('bright', 'dark'), got 'sideways'
+    """
+    from nucleuseg.bioimageio import export_bioimageio as export
+
+    return export(model, path, **options)
+
+
+def export_model(model: Any, path: str | os.PathLike, format: str = "onnx", **options: Any) -> Path:
     """Write ``model`` to ``path`` in ``format`` (one of :data:`FORMATS`); what
-    ``nucleuseg export`` calls.
+    ``nucleuseg export`` calls. ``options`` go to :func:`export_bioimageio`.
 
     Examples
     --------
     >>> export_model("nuclei.safetensors", "out.zip", format="zip")
     Traceback (most recent call last):
     ...
-    nucleuseg.errors.InputError: format 'zip' is not an export format; use one of ('onnx',)
+    nucleuseg.errors.InputError: format 'zip' is not an export format; use one of ('onnx', 'bioimageio')
     """
     if format not in FORMATS:
         raise InputError(f"format {format!r} is not an export format; use one of {FORMATS}")
+    if format == "bioimageio":
+        return export_bioimageio(model, path, **options)
+    if options:
+        raise InputError(f"options {sorted(options)} are for the bioimageio format, not onnx")
     return export_onnx(model, path)

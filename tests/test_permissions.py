@@ -285,6 +285,18 @@ def test_onnx_export(tmp_path, umask):
     assert_ordinary_mode(export_onnx(source, tmp_path / "model.onnx"), umask)
 
 
+def test_bioimageio_export(tmp_path, umask):
+    for module in ("bioimageio.spec", "onnx", "onnxruntime"):
+        pytest.importorskip(module, reason='pip install "nucleuseg[bioimageio]"')
+    from nucleuseg.bioimageio import export_bioimageio
+
+    preset = _tiny_preset()
+    source = tmp_path / "model.safetensors"
+    checkpoint.save_model(source, init_weights(preset.network, 0), preset, "torch")
+    package = export_bioimageio(source, tmp_path / "model.zip", torchscript=False, test_size=32)
+    assert_ordinary_mode(package, umask)
+
+
 # Each call of an atomic writer in the package, and the test above that covers it.
 COVERED = {
     ("batch.py", "atomic_write"): "test_batch_outputs",
@@ -292,6 +304,7 @@ COVERED = {
     ("data/cache.py", "atomic_write"): "test_cache_entry",
     ("data/images.py", "atomic_write"): "test_images, test_label_files_beyond_16_bits",
     ("export.py", "atomic_write"): "test_onnx_export",
+    ("bioimageio.py", "atomic_save"): "test_bioimageio_export",
     ("rle.py", "atomic_write"): "test_submission_and_solution_csv",
     ("search.py", "atomic_write"): "test_search_results",
     ("large.py", "atomic_save"): "test_block_wise_outputs_and_work_files",
