@@ -263,6 +263,35 @@ def segment_files(
         If ``out`` is a file, or ``channel`` or ``diameter`` is not valid (before any image is
         read).
     """
+    out, files, missing, stems = _prepare(sources, out, channel, diameter)
+    results: list[ImageResult] = list(missing)
+    if on_image is not None:
+        for result in missing:
+            on_image(result)
+    rows: list[list] = []
+    try:
+        for path in progress_bar(files, "segmenting", progress, total=len(files)):
+            result, table = _segment_one(
+                segmenter, path, out / stems[path], overlay, channel, diameter
+            )
+            results.append(result)
+            if table is not None:
+                rows.extend(_table_rows(path, table))
+            if on_image is not None:
+                on_image(result)
+    finally:
+        # Written also when a run is interrupted, for the images done so far.
+        measurements, summary = _write_tables(out, rows, results)
+    return BatchReport(tuple(results), measurements, summary)
+
+
+def _prepare(
+    sources: Sequence[str | os.PathLike] | str | os.PathLike,
+    out: str | os.PathLike,
+    channel: int | None,
+    diameter: float | None,
+) -> tuple[Path, list[Path], list[ImageResult], dict[Path, str]]:
+    """Check the options, make ``out``; the image files, the missing sources, the output stems."""
     if isinstance(sources, str | os.PathLike):
         sources = [sources]
     if not sources:
@@ -282,27 +311,14 @@ def segment_files(
         raise InputError(f"out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     files, missing = find_images(sources, exclude=out)
-    stems = _output_stems(files)
-    results: list[ImageResult] = list(missing)
-    if on_image is not None:
-        for result in missing:
-            on_image(result)
-    rows: list[list] = []
-    try:
-        for path in progress_bar(files, "segmenting", progress, total=len(files)):
-            result, table = _segment_one(
-                segmenter, path, out / stems[path], overlay, channel, diameter
-            )
-            results.append(result)
-            if table is not None:
-                rows.extend(_table_rows(path, table))
-            if on_image is not None:
-                on_image(result)
-    finally:
-        # Written also when a run is interrupted, for the images done so far.
-        measurements = _write_csv(out / MEASUREMENTS, ("image", *COLUMNS), rows)
-        summary = _write_csv(out / SUMMARY, SUMMARY_COLUMNS, [_summary_row(r) for r in results])
-    return BatchReport(tuple(results), measurements, summary)
+    return out, files, missing, _output_stems(files)
+
+
+def _write_tables(out: Path, rows: list[list], results: list[ImageResult]) -> tuple[Path, Path]:
+    """Write ``measurements.csv`` and ``summary.csv`` into ``out``."""
+    measurements = _write_csv(out / MEASUREMENTS, ("image", *COLUMNS), rows)
+    summary = _write_csv(out / SUMMARY, SUMMARY_COLUMNS, [_summary_row(r) for r in results])
+    return measurements, summary
 
 
 def _segment_one(

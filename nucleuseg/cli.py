@@ -228,6 +228,19 @@ def _parser() -> argparse.ArgumentParser:
         "--block-size", type=int, help="block side (default: the network tile less two halos, 896)"
     )
     pr.add_argument("--halo", type=int, default=64, help="context around a block (default 64)")
+    pr.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="spread the images over a local Dask cluster of N worker processes, one thread "
+        "each (extra large)",
+    )
+    pr.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="spread the images over the workers of an existing Dask cluster (tcp://host:8786); "
+        "they must see the model, images and --out at the same paths",
+    )
 
     sm = sub.add_parser("submit", help="Kaggle submission CSV for a folder of images")
     _add_model(sm)
@@ -515,8 +528,11 @@ def _cmd_predict(args) -> int:
         options = {"--channel": args.channel, "--diameter": args.diameter}
         given = [name for name, value in options.items() if value is not None]
         given += ["--overlay"] if args.overlay else []
+        given += [n for n, v in (("--workers", args.workers), ("--scheduler", args.scheduler)) if v]
         if given:
             raise InputError(f"--blocks does not take {', '.join(given)}")
+    if args.workers is not None or args.scheduler is not None:
+        return _predict_distributed(args)
     seg = _load_segmenter(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -526,23 +542,7 @@ def _cmd_predict(args) -> int:
             result = seg.predict_blocks(name, folder, block=args.block_size, halo=args.halo)
             print(f"{name}: {result.nuclei} nuclei -> {result.labels}, {result.table}")
         return 0
-    from nucleuseg.inference import diameter_factor
-
-    native = 2 * seg.inference.target_radius
-    scale = ""
-    if args.diameter is not None:
-        scale = f"; --diameter {args.diameter:g}: images resized by "
-        scale += f"{diameter_factor(args.diameter, seg.inference):.3g}"
-    print(f"model's native nucleus diameter: {native:g} pixels{scale}")
-
-    def show(result) -> None:
-        from tqdm.auto import tqdm  # writes above the progress bar
-
-        if result.ok:
-            tqdm.write(f"{result.path}: {result.nuclei} nuclei -> {result.labels}", sys.stdout)
-        else:
-            tqdm.write(f"{result.path}: error: {result.error}", sys.stderr)
-
+    _print_native_diameter(args, seg.inference)
     report = segment_files(
         seg,
         args.images,
@@ -551,8 +551,32 @@ def _cmd_predict(args) -> int:
         channel=args.channel,
         diameter=args.diameter,
         progress=not args.no_progress,
-        on_image=show,
+        on_image=_show_image,
     )
+    return _report_batch(report)
+
+
+def _print_native_diameter(args, inference) -> None:
+    from nucleuseg.inference import diameter_factor
+
+    native = 2 * inference.target_radius
+    scale = ""
+    if args.diameter is not None:
+        scale = f"; --diameter {args.diameter:g}: images resized by "
+        scale += f"{diameter_factor(args.diameter, inference):.3g}"
+    print(f"model's native nucleus diameter: {native:g} pixels{scale}")
+
+
+def _show_image(result) -> None:
+    from tqdm.auto import tqdm  # writes above the progress bar
+
+    if result.ok:
+        tqdm.write(f"{result.path}: {result.nuclei} nuclei -> {result.labels}", sys.stdout)
+    else:
+        tqdm.write(f"{result.path}: error: {result.error}", sys.stderr)
+
+
+def _report_batch(report) -> int:
     done = len(report.images) - len(report.failures)
     print(
         f"{done} images, {report.nuclei} nuclei: wrote {report.measurements} and {report.summary}"
@@ -563,6 +587,37 @@ def _cmd_predict(args) -> int:
             print(f"  {result.path}: {result.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _predict_distributed(args) -> int:
+    """``predict --workers N`` / ``--scheduler ADDRESS``: the images on Dask workers."""
+    from nucleuseg import checkpoint
+    from nucleuseg.distributed import segment_files_distributed
+    from nucleuseg.models import resolve_model
+
+    if args.workers is not None and args.scheduler is not None:
+        raise InputError("--workers sizes a local cluster: not with --scheduler")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    _print_native_diameter(args, checkpoint.load_model(resolve_model(args.model)).preset.inference)
+    where = f"the cluster at {args.scheduler}" if args.scheduler else f"{args.workers} workers"
+    print(f"segmenting on {where}")
+    report = segment_files_distributed(
+        args.model,
+        args.images,
+        args.out,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        backend=args.backend,
+        device=args.device,
+        tta=getattr(args, "tta", False),
+        overlay=args.overlay,
+        channel=args.channel,
+        diameter=args.diameter,
+        progress=not args.no_progress,
+        on_image=_show_image,
+    )
+    return _report_batch(report)
 
 
 def _cmd_submit(args) -> int:
