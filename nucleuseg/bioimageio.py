@@ -166,7 +166,7 @@ def _readme(preset, shipped: str | None, polarity: str, channels: list[str]) -> 
     )
     meaning = {
         "foreground": "the probability that a pixel is in a nucleus",
-        "contour": "the probability that it is on a nucleus's outline",
+        "contour": "the probability that it is on a nucleus's inner contour (its border pixels)",
         "touching": "the probability that it is where two nuclei meet",
     }
     lines = "\n".join(f"- `{c}`: {meaning.get(c, 'a network output')}" for c in channels)
@@ -177,8 +177,8 @@ Exported by nucleuseg {__version__}.
 
 **Input** `image`: `(batch, y, x, channel)`, `float32`, three channels (repeat a gray image
 three times); height and width multiples of {preset.network.multiple}. Preprocessing, as
-nucleuseg normalises: `scale_range` from the {_PERCENTILES[0]}th to the {_PERCENTILES[1]}th
-percentile over all pixels and channels of each image, `clip` to [0, 1], {invert}.
+nucleuseg normalises: `scale_range` between the percentiles {_PERCENTILES[0]:g} and
+{_PERCENTILES[1]:g} over all pixels and channels of each image, `clip` to [0, 1], {invert}.
 
 **Output** `probabilities`: `(batch, y, x, channel)`, the input's height and width, sigmoid
 probabilities in [0, 1]:
@@ -188,20 +188,12 @@ probabilities in [0, 1]:
 **From probabilities to nuclei.** The package stops at the probabilities, as the bioimage.io
 spec expects. nucleuseg's post-processing (`nucleuseg.postprocess.to_instances`, method
 `{preset.inference.postprocess}` for this model) makes the instance labels:
-{_postprocess_words(preset.inference.postprocess)}
+{_postprocess_words(preset.inference)}
 
 nucleuseg also resizes images so that nuclei have the size the model was trained at
 (`--diameter`), tiles large images with overlap and can average flips; a tool running this
 package sees the network alone, so give it images whose nuclei are about
 {2 * preset.inference.target_radius:g} pixels across.
-
-## Validation
-
-Score the model on labelled images of your own (one label image per image, or masks) with
-nucleuseg: `nucleuseg evaluate {MODEL_FILE} --data FOLDER --split all` prints the DSB 2018 score
-(mean over IoU thresholds 0.5 to 0.95 of TP / (TP + FP + FN)) with the counts behind it, by
-image kind. The bioimage.io tools check that the weights reproduce the test output
-(`bioimageio test package.zip`).
 
 **In Python**, the package loads back into nucleuseg with its own model file
 (`{MODEL_FILE}`, attached):
@@ -211,21 +203,35 @@ from nucleuseg.bioimageio import load_bioimageio
 seg = load_bioimageio("package.zip")
 labels = seg.predict(image)
 ```
+
+## Validation
+
+Score the model on labelled images of your own (one label image per image, or masks) with
+nucleuseg: `nucleuseg evaluate {MODEL_FILE} --data FOLDER --split all` prints the DSB 2018 score
+(mean over IoU thresholds 0.5 to 0.95 of TP / (TP + FP + FN)) with the counts behind it, by
+image kind. The bioimage.io tools check that the weights reproduce the test output
+(`bioimageio test package.zip`).
+
 """
 
 
-def _postprocess_words(method: str) -> str:
-    if method == "components":
+def _postprocess_words(inference) -> str:
+    """The post-processing of ``inference`` (an InferenceConfig) in words, with its numbers."""
+    if inference.postprocess == "components":
         return (
-            "threshold the foreground at "
-            "`InferenceConfig.threshold` and label the connected components."
+            f"threshold the foreground at {inference.threshold:g} and label the connected "
+            f"components; fill holes and drop objects under {inference.min_size} pixels."
         )
-    return (
-        "markers are where `foreground - contour - touching` exceeds "
-        "`InferenceConfig.marker_threshold`; a watershed on the foreground probability grows "
-        "them over the pixels whose foreground exceeds `InferenceConfig.threshold`; nuclei "
-        "smaller than `InferenceConfig.min_size` pixels are dropped."
-    )
+    if inference.postprocess == "watershed":
+        return (
+            "markers are the connected components where `foreground - contour - touching` "
+            f"exceeds {inference.seed_threshold:g} (the cores of the nuclei, cut apart where the "
+            "network saw a boundary); a watershed on the foreground probability grows them over "
+            f"the pixels whose foreground exceeds {inference.threshold:g}; foreground that no "
+            "marker reaches becomes nuclei of its own; holes are filled and nuclei under "
+            f"{inference.min_size} pixels dropped."
+        )
+    return f"the registered method `{inference.postprocess}`."
 
 
 def _cover(image: np.ndarray, preset, weights: dict[str, np.ndarray], path: Path) -> None:

@@ -161,6 +161,30 @@ def test_dark_nuclei_are_inverted_by_the_preprocessing(dark):
         np.testing.assert_array_equal(loaded.get_weights()[name], value)
 
 
+def test_a_shipped_model_brings_its_card(tmp_path, monkeypatch, offline):
+    from nucleuseg import models
+
+    preset = get_preset("default")
+    preset = preset.replace(network=preset.network.replace(depth=2, base_filters=2))
+    checkpoint.save_model(
+        tmp_path / "m.safetensors", init_weights(preset.network, 0), preset, "torch"
+    )
+    card = {k: v for k, v in models._example_card("tiny").items() if k != "sha256"}
+    monkeypatch.setattr(models, "DIRECTORY", tmp_path)
+    models.save_shipped(tmp_path / "m.safetensors", "tiny", card)
+    path = export_bioimageio("tiny", tmp_path / "tiny.zip", torchscript=False, test_size=32)
+    descr = _valid(path)
+    assert descr.name == "nucleuseg tiny (bright nuclei)" and descr.weights.torchscript is None
+    with zipfile.ZipFile(path) as archive:
+        readme = archive.read("README.md").decode()
+    assert readme.startswith(models.card_markdown("tiny").rstrip())
+    assert "## This bioimage.io package" in readme and "exceeds 0.5" in readme
+    loaded = load_bioimageio(path, backend="onnx")  # the shipped float16 weights, as float32
+    expected = checkpoint.load_model(models.resolve_model("tiny")).weights
+    for name, value in expected.items():
+        np.testing.assert_array_equal(loaded.get_weights()[name], value)
+
+
 def test_export_errors_name_the_argument(tmp_path):
     assert FORMATS == ("onnx", "bioimageio")
     with pytest.raises(InputError, match="polarity"):
