@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/train_throughput.py [--preset seed] [--crop 128] [--batch 16] [--steps 10]
         [--warmup 3] [--backends torch,keras,flax,onnx] [--no-inference] [--inference-repeats 2]
+        [--contention]
 
 For each backend the script builds the preset's network, runs ``--warmup`` training steps (the
 first one compiles, where the backend compiles) and then ``--steps`` timed steps on a fixed random
@@ -23,6 +24,10 @@ before the network, so its rate is mostly resizing and post-processing), and as 
 first backend's rate in the same run (torch where it is installed). A backend that only predicts
 (``onnx``) gets the inference columns only.
 
+``--contention`` measures each backend twice, idle and then with a second process burning one
+core (a CPU-bound loop, as another job on a shared server or a viewer on a laptop would), and
+adds a table of the share of its idle throughput each backend keeps under contention.
+
 Numbers depend on what else runs on the machine; run it on an otherwise idle one. numpy's matrix
 product depends on its BLAS and on variables such as ``OPENBLAS_CORETYPE`` (which can force an
 older kernel, e.g. AVX2 on an AVX-512 machine); the script reports them, and the processor's
@@ -32,10 +37,12 @@ AVX2 / AVX-512 flags, and changes nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -140,6 +147,18 @@ def _version(name: str) -> str:
     return "?"
 
 
+@contextlib.contextmanager
+def one_core_busy():
+    """A second process burning one core (a Python busy loop) for the duration of the block."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # let it start
+        yield
+    finally:
+        burner.kill()
+        burner.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="seed", help="preset name (default: seed)")
@@ -153,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-inference", action="store_true", help="skip the inference timing")
     parser.add_argument(
         "--inference-repeats", type=int, default=2, help="timed predictions per size (best kept)"
+    )
+    parser.add_argument(
+        "--contention",
+        action="store_true",
+        help="measure again with a second process burning one core; report the share kept",
     )
     args = parser.parse_args(argv)
     if min(args.steps, args.warmup, args.batch, args.inference_repeats) < 1:
@@ -195,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     rows = []
+    contended = []
     builtin = builtin_backends()
     for name in names:
         print(f"# {name} ...", file=sys.stderr, flush=True)
@@ -208,6 +233,19 @@ def main(argv: list[str] | None = None) -> int:
         infer = {} if args.no_inference else _infer(name, preset, args.inference_repeats)
         gc.collect()
         rows.append((name, train, infer))
+        if args.contention:
+            with one_core_busy():
+                busy_train = (
+                    _train(name, preset, args.crop, args.batch, args.steps, args.warmup)
+                    if trains
+                    else {}
+                )
+                gc.collect()
+                busy_infer = (
+                    {} if args.no_inference else _infer(name, preset, args.inference_repeats)
+                )
+                gc.collect()
+            contended.append((name, train, busy_train, infer, busy_infer))
 
     if not rows:
         print("nothing to measure: the backends given only predict, and --no-inference is set")
@@ -242,6 +280,25 @@ def main(argv: list[str] | None = None) -> int:
             cells += ["-", "does not train", "-", "-", "-"]
         cells += [f"{infer[s]:.2f} ({infer[s] / reference[s]:.2f}x)" for s in sizes if s in infer]
         print("| " + " | ".join(cells) + " |")
+    if contended:
+        print("\n# with a second process burning one core: share of the idle throughput kept")
+        header = ["backend", "train img/s idle -> busy", "kept"]
+        header += [f"predict {s} MP/s idle -> busy" for s in sizes] if not args.no_inference else []
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" for _ in header) + "|")
+        for name, idle, busy, infer_idle, infer_busy in contended:
+            cells = [name]
+            if idle:
+                a, b = idle["images_per_s"], busy["images_per_s"]
+                cells += [f"{a:.1f} -> {b:.1f}", f"{b / a:.0%}"]
+            else:
+                cells += ["does not train", "-"]
+            cells += [
+                f"{infer_idle[s]:.2f} -> {infer_busy[s]:.2f} ({infer_busy[s] / infer_idle[s]:.0%})"
+                for s in sizes
+                if s in infer_idle
+            ]
+            print("| " + " | ".join(cells) + " |")
     return 0
 
 
