@@ -151,10 +151,9 @@ def _readme(preset, shipped: str | None, polarity: str, channels: list[str]) -> 
     else:
         head = (
             f"# nucleuseg model (preset `{preset.name}`)\n\n"
-            "A U-Net that finds cell nuclei in microscopy images, trained with nucleuseg "
-            f"{__version__} (preset `{preset.name}`: depth {preset.network.depth}, "
-            f"{preset.network.base_filters} base filters, {preset.network.out_channels} output "
-            "channels).\n"
+            "A U-Net that finds cell nuclei in microscopy images, from nucleuseg's preset "
+            f"`{preset.name}`: depth {preset.network.depth}, {preset.network.base_filters} "
+            f"base filters, output channels {', '.join(f'`{c}`' for c in channels)}.\n"
         )
     invert = (
         "then `scale_linear` with gain -1 and offset 1: this package is for images whose nuclei "
