@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import logging
 import os
 import threading
@@ -203,7 +204,21 @@ def segment_files_distributed(
         ordered = [results[i] for i in sorted(results)]
         table_rows = [row for i in sorted(rows) for row in rows[i]]
         measurements, summary = _write_tables(out, table_rows, [*missing, *ordered])
+        _remove_leftovers(out, stems.values())
     return BatchReport((*missing, *ordered), measurements, summary)
+
+
+def _remove_leftovers(out: Path, stems) -> None:
+    """Remove the temporary files of writes that a lost worker left half done.
+
+    Such a file (``.<name>.<random>.tmp``, hidden, never renamed into place) is only left by a
+    worker killed in the middle of a write; its image was written again by another worker.
+    """
+    for stem in stems:
+        for leftover in out.glob(f".{glob.escape(stem)}_*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+            logger.debug("removed %s, left by a lost worker", leftover)
 
 
 @contextlib.contextmanager
