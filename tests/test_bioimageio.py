@@ -64,8 +64,9 @@ def offline():
 
 @pytest.fixture(scope="module")
 def bright(tmp_path_factory, offline):
-    """A three-channel model (random weights) exported with ONNX and TorchScript weights."""
-    seg = Segmenter("onnx", preset="default")
+    """A small three-channel model (random weights) exported with ONNX and TorchScript weights."""
+    preset = get_preset("default")
+    seg = Segmenter("onnx", preset=preset.replace(network=preset.network.replace(base_filters=4)))
     seg.set_weights(init_weights(seg.preset.network, 3))
     path = export_bioimageio(seg, tmp_path_factory.mktemp("bright") / "nuclei.zip", test_size=64)
     return seg, path
@@ -76,6 +77,7 @@ def dark(tmp_path_factory, offline):
     """A one-channel model file exported from the command line for dark nuclei."""
     folder = tmp_path_factory.mktemp("dark")
     preset = get_preset("seed")
+    preset = preset.replace(network=preset.network.replace(depth=3, base_filters=4))
     checkpoint.save_model(
         folder / "seed.safetensors", init_weights(preset.network, 5), preset, "torch"
     )
