@@ -231,9 +231,11 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--workers",
         type=int,
+        nargs="?",
+        const=0,
         metavar="N",
         help="spread the images over a local Dask cluster of N worker processes, one thread "
-        "each (extra large)",
+        "each (without N: one per usable core; extra large)",
     )
     pr.add_argument(
         "--scheduler",
@@ -528,7 +530,7 @@ def _cmd_predict(args) -> int:
         options = {"--channel": args.channel, "--diameter": args.diameter}
         given = [name for name, value in options.items() if value is not None]
         given += ["--overlay"] if args.overlay else []
-        given += [n for n, v in (("--workers", args.workers), ("--scheduler", args.scheduler)) if v]
+        given += [n for n in ("--workers", "--scheduler") if getattr(args, n[2:]) is not None]
         if given:
             raise InputError(f"--blocks does not take {', '.join(given)}")
     if args.workers is not None or args.scheduler is not None:
@@ -597,9 +599,13 @@ def _predict_distributed(args) -> int:
 
     if args.workers is not None and args.scheduler is not None:
         raise InputError("--workers sizes a local cluster: not with --scheduler")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers is not None and args.workers < 0:
+        raise InputError(f"--workers must be a positive number of processes, got {args.workers}")
     _print_native_diameter(args, checkpoint.load_model(resolve_model(args.model)).preset.inference)
+    if args.scheduler is None:
+        from nucleuseg.backends.threads import usable_cores
+
+        args.workers = args.workers or usable_cores()  # --workers without N
     where = f"the cluster at {args.scheduler}" if args.scheduler else f"{args.workers} workers"
     print(f"segmenting on {where}")
     report = segment_files_distributed(

@@ -177,6 +177,22 @@ def test_predict_command_with_scheduler(tmp_path, tiny_model, client, capsys):
     assert len(rows(out / SUMMARY)) == 3
 
 
+def test_predict_command_with_local_workers(tmp_path, tiny_model, capsys):
+    from nucleuseg import cli
+
+    folder = images(tmp_path / "images", 2)
+    out = tmp_path / "out"
+    argv = ["predict", str(tiny_model), str(folder), "--out", str(out), "--no-progress"]
+    status = cli.main([*argv, "--backend", BACKEND, "--workers", "1", "--overlay"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert "segmenting on 1 workers" in printed
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cells00_labels.png", "cells00_overlay.png", "cells01_labels.png", "cells01_overlay.png",
+        MEASUREMENTS, SUMMARY,
+    ]  # fmt: skip
+
+
 def test_options_checked_before_any_cluster(tmp_path, tiny_model, capsys):
     from nucleuseg import cli
     from nucleuseg.distributed import segment_files_distributed
@@ -192,8 +208,10 @@ def test_options_checked_before_any_cluster(tmp_path, tiny_model, capsys):
     argv = ["predict", str(tiny_model), str(tmp_path), "--out", str(tmp_path / "out")]
     assert cli.main([*argv, "--workers", "2", "--scheduler", "tcp://nowhere:8786"]) == 2
     assert "not with --scheduler" in capsys.readouterr().err
-    assert cli.main([*argv, "--blocks", "--workers", "2"]) == 2
+    assert cli.main([*argv, "--blocks", "--workers"]) == 2
     assert "--blocks does not take --workers" in capsys.readouterr().err
+    assert cli.main([*argv, "--workers", "-1"]) == 2
+    assert "--workers must be a positive number" in capsys.readouterr().err
 
 
 def test_missing_extra_names_it(tmp_path, tiny_model, monkeypatch):
