@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import distributed
 
-    from nucleuseg.distributed import _ModelSpec, _segmenter, segment_files_distributed
-    from nucleuseg.models import is_shipped, resolve_model
+    from nucleuseg.distributed import _model_spec, _segmenter, segment_files_distributed
+    from nucleuseg.models import is_shipped
     from nucleuseg.segmenter import Segmenter
 
     counts = [int(n) for n in args.workers.split(",")]
@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_synthetic(tmp / "images", args.images)
         source = f"{len(paths)} synthetic 520 x 696 PNGs"
     model = args.model or default_model(tmp)
-    name = str(model) if is_shipped(str(model)) else str(resolve_model(model).resolve())
     print(cpu_summary())
     print(f"{source}; model {args.model or 'untrained default U-Net'} on {args.backend}")
     print(f"{'run':<20}{'setup s':>9}{'seconds':>9}{'images/s':>10}{'vs 1st':>8}")
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     row("one process (ref)", setup, time.perf_counter() - started, None)
     del seg
 
-    spec = _ModelSpec(name, args.backend, None, False)
+    spec = _model_spec(model, args.backend, None, False)
     first = None
     for n in counts:
         started = time.perf_counter()

@@ -16,7 +16,8 @@ but spreads the images over the workers of a dask.distributed cluster:
 
 Each image is one task, the same per-image function as the single-process path. A worker loads
 the model the first time it needs it and keeps it for the next images (one cache per worker
-process, keyed by the model file, backend, device and TTA), so each worker loads it once.
+process, keyed by the model file and its modification time, backend, device and TTA), so each
+worker loads it once.
 
 A worker lost in the middle of a run (killed, out of memory, its machine gone) loses only the
 images it was segmenting: the scheduler gives those tasks to another worker. Every file a task
@@ -79,12 +80,17 @@ _LOADS = 0
 
 @dataclasses.dataclass(frozen=True)
 class _ModelSpec:
-    """What a worker needs to load the model: a shipped name or an absolute file path."""
+    """What a worker needs to load the model: a shipped name or an absolute file path.
+
+    ``stamp`` (the file's modification time and size, as the client sees them) is part of the
+    cache key, so that a long-lived worker loads a model file written again since.
+    """
 
     model: str
     backend: str | None
     device: str | int | None
     tta: bool
+    stamp: tuple[int, int] | None = None
 
 
 def segment_files_distributed(
@@ -149,8 +155,6 @@ def segment_files_distributed(
     ExtraMissing
         If dask.distributed is not installed.
     """
-    from nucleuseg.models import is_shipped, resolve_model
-
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     ):
@@ -164,10 +168,7 @@ def segment_files_distributed(
             f"got {scheduler!r}"
         )
     distributed = require("distributed", "large", _FEATURE)
-    name = os.fspath(model)
-    if not is_shipped(name):
-        name = str(resolve_model(model).resolve())  # the same path on every worker
-    spec = _ModelSpec(name, backend, device, bool(tta))
+    spec = _model_spec(model, backend, device, tta)
     out, files, missing, stems = _prepare(sources, out, channel, diameter)
     results: dict[int, ImageResult] = {}
     rows: dict[int, list[list]] = {}
@@ -219,6 +220,19 @@ def _remove_leftovers(out: Path, stems) -> None:
             with contextlib.suppress(OSError):
                 leftover.unlink()
             logger.debug("removed %s, left by a lost worker", leftover)
+
+
+def _model_spec(
+    model: str | os.PathLike, backend: str | None, device: str | int | None, tta: bool
+) -> _ModelSpec:
+    """The spec of ``model`` that workers load: a shipped name, or the file's absolute path."""
+    from nucleuseg.models import is_shipped, resolve_model
+
+    name, stamp = os.fspath(model), None
+    if not is_shipped(name):
+        path = resolve_model(model).resolve()  # the same path on every worker
+        name, stamp = str(path), (path.stat().st_mtime_ns, path.stat().st_size)
+    return _ModelSpec(name, backend, device, bool(tta), stamp)
 
 
 @contextlib.contextmanager
@@ -280,7 +294,7 @@ def _segment_task(
 def _segmenter(spec: _ModelSpec):
     """This process's segmenter for ``spec``, loaded the first time it is asked for."""
     global _LOADS
-    key = (spec.model, spec.backend, spec.device, spec.tta)
+    key = dataclasses.astuple(spec)
     with _MODELS_LOCK:
         segmenter = _MODELS.get(key)
         if segmenter is None:
@@ -293,6 +307,8 @@ def _segmenter(spec: _ModelSpec):
                 segmenter = Segmenter.load(spec.model, backend=spec.backend, device=spec.device)
             if spec.tta:
                 segmenter.inference = segmenter.inference.replace(tta=True)
+            for stale in [k for k in _MODELS if k[0] == spec.model]:  # written again since
+                del _MODELS[stale]
             _MODELS[key] = segmenter
             _LOADS += 1
             logger.info("loaded %s in process %d", spec.model, os.getpid())

@@ -214,6 +214,27 @@ def test_options_checked_before_any_cluster(tmp_path, tiny_model, capsys):
     assert "--workers must be a positive number" in capsys.readouterr().err
 
 
+def test_each_process_loads_a_model_once_and_again_when_its_file_changes(tmp_path, tiny_model):
+    import shutil
+
+    from nucleuseg import checkpoint, distributed
+    from nucleuseg.backends.base import init_weights
+    from nucleuseg.distributed import _model_spec, _segmenter
+
+    path = tmp_path / "model.safetensors"
+    shutil.copy(tiny_model, path)
+    loads = distributed._LOADS
+    first = _segmenter(_model_spec(path, BACKEND, None, False))
+    assert _segmenter(_model_spec(path, BACKEND, None, False)) is first
+    assert _segmenter(_model_spec(path, BACKEND, None, True)).inference.tta  # TTA: another
+    model = checkpoint.load_model(path)
+    checkpoint.save_model(path, init_weights(model.preset.network, 1), model.preset, "torch")
+    os.utime(path, ns=(0, 1))  # another modification time, however coarse the file system's
+    second = _segmenter(_model_spec(path, BACKEND, None, False))
+    assert second is not first
+    assert distributed._LOADS == loads + 3
+
+
 def test_missing_extra_names_it(tmp_path, tiny_model, monkeypatch):
     from nucleuseg.distributed import segment_files_distributed
 
