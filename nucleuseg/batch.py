@@ -262,6 +262,10 @@ def segment_files(
     InputError
         If ``out`` is a file, or ``channel`` or ``diameter`` is not valid (before any image is
         read).
+
+    See Also
+    --------
+    nucleuseg.distributed.segment_files_distributed : the same run on dask.distributed workers.
     """
     out, files, missing, stems = _prepare(sources, out, channel, diameter)
     results: list[ImageResult] = list(missing)
