@@ -18,18 +18,18 @@ def synthetic_nuclei(
     Returns
     -------
     list of (data, metadata, layer type)
-        The ``(H, W, 3)`` image (RGB) named ``synthetic nuclei``, then ``synthetic nuclei
-        truth`` (labels, hidden: compare with what the dock widget finds).
+        The ``(H, W, 3)`` image (RGB) named ``synthetic``, then ``synthetic truth`` (labels,
+        hidden), to compare with what the dock widget finds (``synthetic nuclei``).
 
     Examples
     --------
     >>> [(meta["name"], kind, data.shape) for data, meta, kind in synthetic_nuclei(size=64)]
-    [('synthetic nuclei', 'image', (64, 64, 3)), ('synthetic nuclei truth', 'labels', (64, 64))]
+    [('synthetic', 'image', (64, 64, 3)), ('synthetic truth', 'labels', (64, 64))]
     """
     from nucleuseg.data import synthetic_sample
 
     sample = synthetic_sample(seed, size=size, kind=kind)
     return [
-        (sample.image, {"name": "synthetic nuclei", "rgb": True}, "image"),
-        (sample.labels, {"name": "synthetic nuclei truth", "visible": False}, "labels"),
+        (sample.image, {"name": "synthetic", "rgb": True}, "image"),
+        (sample.labels, {"name": "synthetic truth", "visible": False}, "labels"),
     ]
