@@ -80,7 +80,7 @@ MANIFEST = ROOT / "nucleuseg" / "napari" / "napari.yaml"
 SHIPPED = "dsb2018" in {info.name for info in list_models()}
 #: What the widget's result must score against the truth: the shipped model is a real one;
 #: the stand-in is a tiny U-Net trained for seconds.
-BAR = 0.6 if SHIPPED else 0.15
+BAR = 0.5 if SHIPPED else 0.15
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +92,14 @@ def model(tmp_path_factory) -> tuple[str, str]:
     if not installed:
         pytest.skip("no backend installed")
     if SHIPPED:
-        return "dsb2018", installed[0]
+        return "dsb2018", "torch" if "torch" in installed else installed[0]
     from nucleuseg.config import get_preset
     from nucleuseg.data import make_synthetic
 
-    backend = "torch" if "torch" in installed else next(b for b in TRAINING if b in installed)
+    trains = [b for b in TRAINING if b in installed]
+    if not trains:
+        pytest.skip("no backend that trains is installed, and no shipped model")
+    backend = "torch" if "torch" in trains else trains[0]
     preset = get_preset("default")
     preset = preset.replace(
         name="tiny",

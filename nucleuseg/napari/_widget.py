@@ -201,9 +201,11 @@ class SegmentNuclei(Container):
         self.status.value = step
 
     def _on_done(self, layer: Any, found: Segmentation) -> None:
+        from napari.layers import Labels
+
         name = f"{layer.name} nuclei"
         scale, translate = tuple(layer.scale)[-2:], tuple(layer.translate)[-2:]
-        if name in self.viewer.layers and self.viewer.layers[name].__class__.__name__ == "Labels":
+        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Labels):
             target = self.viewer.layers[name]
             target.data = found.labels
             target.features = found.features
