@@ -234,6 +234,8 @@ def test_the_manifest_validates_and_names_importable_commands():
     contributions = manifest.contributions
     assert [w.display_name for w in contributions.widgets] == ["Segment nuclei"]
     assert contributions.readers[0].accepts_directories
+    assert "*_labels.png" in contributions.readers[0].filename_patterns  # not every file
+    assert "*" not in contributions.readers[0].filename_patterns
     assert contributions.writers[0].layer_types == ["labels"]
     assert [s.key for s in contributions.sample_data] == ["synthetic_nuclei"]
     assert npe2.PluginManifest.from_file(MANIFEST).model_dump() == manifest.model_dump()

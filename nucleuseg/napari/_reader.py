@@ -12,16 +12,18 @@ from nucleuseg.errors import DatasetError, ImageReadError
 #: Endings of the label image files the reader opens.
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 #: A file ``<name>_labels.png`` (or ``_masks``) is a label image, as ``nucleuseg predict`` and
-#: :func:`nucleuseg.data.label_files` name them; so is any image file in a ``labels/`` folder.
+#: :func:`nucleuseg.data.label_files` name them (the manifest's ``filename_patterns`` too).
 LABEL_ENDINGS = ("_labels", "_masks")
 
 LayerData = tuple[Any, dict, str]
 
 
 def _is_label_file(path: Path) -> bool:
-    if path.suffix.lower() not in LABEL_SUFFIXES or not path.is_file():
-        return False
-    return path.stem.lower().endswith(LABEL_ENDINGS) or path.parent.name.lower() == "labels"
+    return (
+        path.suffix.lower() in LABEL_SUFFIXES
+        and path.stem.lower().endswith(LABEL_ENDINGS)
+        and path.is_file()
+    )
 
 
 def _is_dsb_folder(path: Path) -> bool:
@@ -33,8 +35,8 @@ def get_reader(path: str | os.PathLike | list) -> Callable[[Any], list[LayerData
 
     nucleuseg reads a DSB 2018 image folder (``<id>/images/<id>.png`` and, when present,
     ``<id>/masks/*.png``: :func:`read_dsb_folder`) and a label image file
-    (``<name>_labels.png|tif``, ``<name>_masks.*``, or any such file in a ``labels/`` folder:
-    :func:`read_label_image`). napari opens other files with its own readers.
+    (``<name>_labels.png|tif|tiff`` or ``<name>_masks.*``: :func:`read_label_image`). napari
+    opens other files with its own readers.
 
     Examples
     --------
