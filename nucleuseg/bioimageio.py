@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -320,7 +321,7 @@ def export_bioimageio(
         preset, weights, model_file, shipped = _source(model, work)
         _write_package(preset, weights, model_file, shipped, polarity, torchscript, test_size, work)
         package = work / "package.zip"
-        atomic_save(target, lambda tmp_path: Path(tmp_path).write_bytes(package.read_bytes()))
+        atomic_save(target, lambda tmp: shutil.copyfile(package, tmp))
     return target
 
 
@@ -362,9 +363,8 @@ def _write_package(
     tifffile.imwrite(work / "sample_output.tif", probabilities[0].astype(np.float32))
     _cover(image, preset, weights, work / "cover.png")
     (work / "README.md").write_text(_readme(preset, shipped, polarity, channels), "utf-8")
-    attachment = work / MODEL_FILE
-    if model_file != attachment:
-        attachment.write_bytes(Path(model_file).read_bytes())
+    if model_file != work / MODEL_FILE:
+        shutil.copyfile(model_file, work / MODEL_FILE)
 
     weights_descr = {
         "onnx": spec.OnnxWeightsDescr(
@@ -455,7 +455,7 @@ def _write_package(
         license=spec.LicenseId("BSD-3-Clause"),
         documentation=spec.FileDescr(source=work / "README.md"),
         covers=[spec.FileDescr(source=work / "cover.png")],
-        attachments=[spec.FileDescr(source=attachment)],
+        attachments=[spec.FileDescr(source=work / MODEL_FILE)],
         tags=["nuclei", "instance-segmentation", "2d", "unet", "nucleuseg", "dsb2018"],
         inputs=inputs,
         outputs=outputs,
@@ -526,7 +526,6 @@ def load_bioimageio(
     except zipfile.BadZipFile as exc:
         raise CheckpointError(f"{source}: not a zip file (a bioimage.io package is one)") from exc
     with tempfile.TemporaryDirectory(prefix="nucleuseg-bioimageio-") as tmp:
-        model = Path(tmp) / MODEL_FILE
-        with open(model, "wb") as handle:
-            handle.write(data)
-        return Segmenter.load(model, backend=backend, device=device)
+        work = Path(tmp)
+        (work / MODEL_FILE).write_bytes(data)
+        return Segmenter.load(work / MODEL_FILE, backend=backend, device=device)

@@ -112,9 +112,21 @@ WRITERS = {
     "imsave": 0,
     "to_csv": 0,
 }
-# Destinations that are a temporary path or file object handed out by nucleuseg._atomic, or an
-# in-memory buffer: the names the package uses for them.
-SAFE_DESTINATIONS = {"tmp", "handle", "buffer"}
+# Destinations that are a temporary path or file object handed out by nucleuseg._atomic, an
+# in-memory buffer, or a private staging folder (``work``, a ``tempfile.TemporaryDirectory`` whose
+# result is then moved into place atomically): the names the package uses for them. A path built
+# from one of them (``work / "x.npy"``, ``Path(tmp)``) is as safe.
+SAFE_DESTINATIONS = {"tmp", "handle", "buffer", "work"}
+
+
+def _safe_destination(node) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in SAFE_DESTINATIONS
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        return _safe_destination(node.left)
+    if isinstance(node, ast.Call) and _dotted(node.func) in ("Path", "pathlib.Path") and node.args:
+        return _safe_destination(node.args[0])
+    return False
 
 
 def unsafe_writes(source: str) -> list[str]:
@@ -125,7 +137,9 @@ def unsafe_writes(source: str) -> list[str]:
             continue
         name = _dotted(node.func)
         short = _attribute(node.func)
-        if short in ("write_text", "write_bytes"):
+        if short in ("write_text", "write_bytes") and not (
+            isinstance(node.func, ast.Attribute) and _safe_destination(node.func.value)
+        ):
             problems.append(f"{node.lineno}: {name} writes in place")
         if name in ("open", "io.open", "os.fdopen") or (short == "open" and name.endswith(".open")):
             mode = node.args[1] if len(node.args) > 1 else _keyword(node, "mode")
@@ -136,7 +150,7 @@ def unsafe_writes(source: str) -> list[str]:
         if position is not None:
             args = node.args
             target = args[position] if len(args) > position else None
-            if not (isinstance(target, ast.Name) and target.id in SAFE_DESTINATIONS):
+            if not (target is not None and _safe_destination(target)):
                 shown = ast.unparse(target) if target is not None else "?"
                 problems.append(f"{node.lineno}: {name}({shown}) bypasses nucleuseg._atomic")
     return problems
