@@ -295,7 +295,9 @@ def _parser() -> argparse.ArgumentParser:
         help="write a model as a file other tools run (ONNX; a bioimage.io package)",
     )
     ex.add_argument("model", help="model file (.safetensors) or the name of a shipped model")
-    ex.add_argument("--format", choices=("onnx", "bioimageio"), default="onnx", help="(default onnx)")
+    ex.add_argument(
+        "--format", choices=("onnx", "bioimageio"), default="onnx", help="(default onnx)"
+    )
     ex.add_argument("--out", required=True, help="file to write (.onnx, or .zip for bioimageio)")
     ex.add_argument(
         "--polarity",
