@@ -27,7 +27,6 @@ processor's AVX2 / AVX-512 flags and the core count; run it on an otherwise idle
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 import time
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import distributed
 
-    from nucleuseg.distributed import _model_spec, _segmenter, segment_files_distributed
+    from nucleuseg.distributed import _client, _model_spec, _segmenter, segment_files_distributed
     from nucleuseg.models import is_shipped
     from nucleuseg.segmenter import Segmenter
 
@@ -114,16 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     first = None
     for n in counts:
         started = time.perf_counter()
-        with (
-            distributed.LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        with _client(distributed, "local", n) as client:
             client.run(lambda: _segmenter(spec) and None)  # each worker loads the model
             setup = time.perf_counter() - started
             started = time.perf_counter()
