@@ -1,6 +1,7 @@
 """pytest configuration for doctests: backend modules are collected only where their framework is,
 the search module only where optuna is, the large-image module only where dask and zarr are, the
-bioimage.io module only where bioimageio.spec, onnx and ONNX Runtime are."""
+export module only where onnx and ONNX Runtime are, the bioimage.io module only where
+bioimageio.spec, onnx and ONNX Runtime are."""
 
 import importlib.util
 
@@ -15,5 +16,7 @@ if importlib.util.find_spec("optuna") is None:
     collect_ignore.append("nucleuseg/search.py")
 if any(importlib.util.find_spec(m) is None for m in ("dask", "zarr")):
     collect_ignore.append("nucleuseg/large.py")
+if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
+    collect_ignore.append("nucleuseg/export.py")
 if any(importlib.util.find_spec(m) is None for m in ("bioimageio", "onnx", "onnxruntime")):
     collect_ignore.append("nucleuseg/bioimageio.py")
