@@ -81,3 +81,21 @@ def two_nuclei() -> np.ndarray:
     labels[2:8, 2:8] = 1
     labels[3:9, 8:14] = 2
     return labels
+
+
+def random_weights(config, seed: int = 1) -> dict[str, np.ndarray]:
+    """Weights away from the initial ones, with non-trivial batch-norm statistics."""
+    from nucleuseg.backends.base import init_weights
+
+    rng = np.random.default_rng(seed)
+    weights = init_weights(config, 0)
+    for name, value in weights.items():
+        part = name.rsplit(".", 1)[-1]
+        if part == "var":
+            new = rng.uniform(0.5, 1.5, value.shape)
+        elif part == "scale":
+            new = 1.0 + 0.2 * rng.standard_normal(value.shape)
+        else:  # kernels, biases and running means
+            new = value + 0.1 * rng.standard_normal(value.shape)
+        weights[name] = new.astype(np.float32)
+    return weights

@@ -25,7 +25,7 @@ if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
 import onnx
 import onnxruntime
 
-from conftest import backend_or_skip
+from conftest import backend_or_skip, random_weights
 from nucleuseg import Segmenter, cli
 from nucleuseg.backends import build_network, get_backend
 from nucleuseg.backends.base import init_weights
@@ -56,27 +56,11 @@ def _preset(name: str):
     return preset.replace(network=network, inference=inference, training=training)
 
 
-def _random_weights(config, seed: int = 1) -> dict[str, np.ndarray]:
-    """Weights away from the initial ones, with non-trivial batch-norm statistics."""
-    rng = np.random.default_rng(seed)
-    weights = init_weights(config, 0)
-    for name, value in weights.items():
-        part = name.rsplit(".", 1)[-1]
-        if part == "var":
-            new = rng.uniform(0.5, 1.5, value.shape)
-        elif part == "scale":
-            new = 1.0 + 0.2 * rng.standard_normal(value.shape)
-        else:
-            new = value + 0.1 * rng.standard_normal(value.shape)
-        weights[name] = new.astype(np.float32)
-    return weights
-
-
 def _pair(name: str):
     """Torch and onnx segmenters of network ``name`` with the same random weights."""
     backend_or_skip("torch")
     preset = _preset(name)
-    weights = _random_weights(preset.network)
+    weights = random_weights(preset.network)
     pair = []
     for backend in ("torch", "onnx"):
         seg = Segmenter(backend, preset=preset, seed=0, device="cpu")
@@ -149,7 +133,7 @@ def test_block_wise_prediction_matches_torch(tmp_path):
 def test_export_writes_a_checked_file_that_onnxruntime_runs_to_the_same_output(tmp_path):
     preset = _preset("batchnorm")
     seg = Segmenter("onnx", preset=preset)
-    seg.set_weights(_random_weights(preset.network))
+    seg.set_weights(random_weights(preset.network))
     from_segmenter = export_onnx(seg, tmp_path / "a.onnx")
     seg.save(tmp_path / "model.safetensors")
     from_file = export_model(tmp_path / "model.safetensors", tmp_path / "b.onnx", format="onnx")
@@ -173,7 +157,7 @@ def test_export_writes_a_checked_file_that_onnxruntime_runs_to_the_same_output(t
 def test_export_on_the_command_line(tmp_path, capsys):
     preset = _preset("seed")
     seg = Segmenter("onnx", preset=preset)
-    seg.set_weights(_random_weights(preset.network))
+    seg.set_weights(random_weights(preset.network))
     seg.save(tmp_path / "model.safetensors")
     out = tmp_path / "model.onnx"
     argv = ["export", str(tmp_path / "model.safetensors"), "--format", "onnx", "--out", str(out)]
@@ -191,7 +175,7 @@ def test_export_of_a_shipped_model_by_name(tmp_path, monkeypatch):
     from nucleuseg import checkpoint, models
 
     preset = _preset("seed")
-    weights = _random_weights(preset.network)
+    weights = random_weights(preset.network)
     checkpoint.save_model(tmp_path / "source.safetensors", weights, preset, "torch")
     card = {k: v for k, v in models._example_card("tiny").items() if k != "sha256"}
     models.save_shipped(tmp_path / "source.safetensors", "tiny", card, directory=tmp_path)
@@ -267,7 +251,7 @@ def test_threads_share_one_session(tiny_preset, monkeypatch):
 
 def test_one_graph_for_every_shape():
     config = _preset("default").network
-    model = build_onnx_model(config, _random_weights(config))
+    model = build_onnx_model(config, random_weights(config))
     onnx.checker.check_model(model)
     dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "height", "width", config.out_channels]

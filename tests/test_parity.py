@@ -34,13 +34,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import backend_or_skip, every_backend
+from conftest import backend_or_skip, every_backend, random_weights
 from nucleuseg.backends import get_backend
 from nucleuseg.backends.base import (
     BN_EPSILON,
     BN_MOMENTUM,
     canonical_shapes,
-    init_weights,
     is_trainable,
 )
 from nucleuseg.checkpoint import load_model, save_model
@@ -62,21 +61,6 @@ def _preset(name: str):
     preset = get_preset(preset_name)
     network = preset.network.replace(depth=3, base_filters=4, dropout=(0.0,), **changes)
     return preset.replace(network=network)
-
-
-def _random_weights(config, seed: int = 1) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    weights = init_weights(config, 0)
-    for name, value in weights.items():
-        part = name.rsplit(".", 1)[-1]
-        if part == "var":
-            new = rng.uniform(0.5, 1.5, value.shape)
-        elif part == "scale":
-            new = 1.0 + 0.2 * rng.standard_normal(value.shape)
-        else:  # kernels, biases and running means
-            new = value + 0.1 * rng.standard_normal(value.shape)
-        weights[name] = new.astype(np.float32)
-    return weights
 
 
 def _batch(config, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +91,7 @@ def outcome():
         if key not in cache:
             preset = _preset(preset_name)
             config = preset.network
-            weights = _random_weights(config)
+            weights = random_weights(config)
             x, y = _batch(config)
             net = get_backend(name)(config, 0, loss=preset.training.loss)
             net.set_weights(weights)
@@ -292,7 +276,7 @@ def test_predictions_match_a_numpy_reference_of_the_contract(backend, changes):
     changes = dict(changes)
     preset = _preset(changes.pop("preset"))
     config = preset.network.replace(depth=3, base_filters=2, **changes)
-    weights = _random_weights(config, seed=4)
+    weights = random_weights(config, seed=4)
     x, _ = _batch(config, seed=5)
     x = x[:1, :16, :16]
     net = get_backend(backend)(config, 0)
