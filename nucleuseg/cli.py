@@ -225,7 +225,9 @@ def _parser() -> argparse.ArgumentParser:
         "OUT/NAME/labels.zarr and nuclei.csv; a rerun finishes an interrupted one",
     )
     pr.add_argument(
-        "--block-size", type=int, help="block side (default: the network tile less two halos, 896)"
+        "--block-size",
+        type=int,
+        help="block side (default 512, or the network tile less two halos where smaller)",
     )
     pr.add_argument("--halo", type=int, default=64, help="context around a block (default 64)")
     pr.add_argument(
@@ -387,7 +389,9 @@ def _cmd_backends(args) -> int:
 
 def _training_start(args):
     """The preset ``train`` uses and, with ``--init``, the model file it starts from: the
-    model's network and inference settings, the recipe of ``--preset`` or else the model's."""
+    model's network and inference settings, the recipe of ``--preset`` or else the model's.
+    A recipe with ``training.target_radius`` turns on the inference's ``auto_scale`` at that
+    radius, as its crops were zoomed."""
     from nucleuseg import checkpoint
     from nucleuseg.config import get_preset
     from nucleuseg.models import resolve_model
@@ -406,7 +410,11 @@ def _training_start(args):
             f"({differ}); fine-tuning keeps the model's network: leave out --preset or give one "
             "with the same network"
         )
-    return model.preset.replace(training=chosen.training), model
+    inference = model.preset.inference
+    if chosen.training.target_radius is not None:
+        # Crops zoomed towards a nucleus radius: predict (and validate) zoomed the same way.
+        inference = inference.replace(auto_scale=True, target_radius=chosen.training.target_radius)
+    return model.preset.replace(training=chosen.training, inference=inference), model
 
 
 def _cmd_train(args) -> int:

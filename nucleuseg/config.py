@@ -159,6 +159,14 @@ class TrainingConfig(_Replaceable):
         (:func:`~nucleuseg.transforms.random_stain`: hematoxylin, eosin and DAB densities
         scaled and shifted), for stained tissue from many laboratories. Off by default; model
         files saved without this field load with it off.
+    target_radius : float, optional
+        Zoom each training image so that its median nucleus has about this radius (in pixels),
+        by the rule that ``InferenceConfig.auto_scale`` applies when predicting
+        (:func:`~nucleuseg.transforms.zoom_to_radius`: images whose median radius lies within
+        ``target_radius / 1.5 .. target_radius * 1.5`` are left as they are, the zoom stays within
+        0.5..2), before the random ``scale_range`` zoom. A model trained so should predict with
+        ``auto_scale=True`` and the same ``target_radius`` (``nucleuseg train --init`` sets both).
+        None (the default): images are used at their own scale.
     """
 
     resize: int | None = None
@@ -172,8 +180,11 @@ class TrainingConfig(_Replaceable):
     scale_range: tuple[float, float] = (0.7, 1.4)
     patience: int = 8
     stain_augment: bool = False
+    target_radius: float | None = None
 
     def __post_init__(self) -> None:
+        if self.target_radius is not None and not self.target_radius > 0:
+            raise ConfigError(f"target_radius must be positive or None, got {self.target_radius}")
         if self.resize is not None and self.resize < 8:
             raise ConfigError(f"resize must be at least 8, got {self.resize}")
         if self.crop < 8 or self.batch_size < 1 or self.steps_per_epoch < 1:

@@ -55,7 +55,14 @@ from nucleuseg.tiling import (
     predict_tiled,
     tile_size,
 )
-from nucleuseg.transforms import NormalizationStats, as_rgb, normalize, resize
+from nucleuseg.transforms import (
+    NormalizationStats,
+    as_rgb,
+    median_radius,
+    normalize,
+    resize,
+    zoom_to_radius,
+)
 
 BATCH_SIZE = 8
 """Most images per network call of :func:`predict_batch` by default.
@@ -281,15 +288,8 @@ def rescale_factor(probs: np.ndarray, inference: InferenceConfig) -> float:
     """
     if not inference.auto_scale:
         return 1.0
-    labels = to_instances(probs, inference)
-    if labels.max() == 0:
-        return 1.0
-    areas = np.bincount(labels.ravel())[1:]
-    radius = float(np.sqrt(np.median(areas[areas > 0]) / np.pi))
-    target = inference.target_radius
-    if target / 1.5 <= radius <= target * 1.5:
-        return 1.0
-    return float(np.clip(target / radius, 0.5, 2.0))
+    radius = median_radius(to_instances(probs, inference))
+    return zoom_to_radius(radius, inference.target_radius)
 
 
 def _predict_normalised(

@@ -42,6 +42,7 @@ from nucleuseg.progress import progress_bar
 from nucleuseg.transforms import (
     NormalizationStats,
     as_rgb,
+    median_radius,
     normalization_stats,
     normalize,
     random_crop,
@@ -49,6 +50,7 @@ from nucleuseg.transforms import (
     random_intensity,
     random_stain,
     resize,
+    zoom_to_radius,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,18 +66,30 @@ class StopTraining(Exception):
 
 @dataclass(frozen=True)
 class TrainItem:
-    """One training image held in memory: raw pixels, its normalisation and labels."""
+    """One training image held in memory: raw pixels, its normalisation, labels and the zoom
+    its crops are read at before the random one (1.0 unless ``TrainingConfig.target_radius``)."""
 
     image: np.ndarray
     stats: NormalizationStats
     labels: np.ndarray
+    zoom: float = 1.0
 
 
-def prepare(dataset: Dataset, progress: bool = True) -> list[TrainItem]:
-    """Load every labelled sample of ``dataset`` for training."""
+def prepare(
+    dataset: Dataset, progress: bool = True, target_radius: float | None = None
+) -> list[TrainItem]:
+    """Load every labelled sample of ``dataset`` for training.
+
+    With ``target_radius``, each item's zoom brings its median nucleus towards that radius
+    (:func:`~nucleuseg.transforms.zoom_to_radius`).
+    """
     items = []
     for sample in progress_bar(dataset, "loading", enable=progress, total=len(dataset)):
-        items.append(_item(sample))
+        item = _item(sample)
+        if target_radius is not None:
+            zoom = zoom_to_radius(median_radius(item.labels), target_radius)
+            item = TrainItem(item.image, item.stats, item.labels, zoom)
+        items.append(item)
     if not items:
         raise DatasetError(f"{dataset.name}: no labelled images to train on")
     return items
@@ -100,7 +114,7 @@ def make_example(
         labels = resize(item.labels, size, order=0)
         return x.astype(np.float32), make_targets(labels, channels)
     low, high = np.log(training.scale_range)
-    scale = float(np.exp(rng.uniform(low, high)))
+    scale = item.zoom * float(np.exp(rng.uniform(low, high)))
     image, labels = random_crop(item.image, item.labels, training.crop, scale, rng)
     if training.stain_augment:
         image = random_stain(image, rng)
@@ -212,6 +226,16 @@ def train(
         with another seed or preset.
     """
     say = log or logger.info
+    radius, inference = preset.training.target_radius, preset.inference
+    if radius is not None and not (inference.auto_scale and inference.target_radius == radius):
+        logger.warning(
+            "training.target_radius is %s but the inference does not auto-scale to it "
+            "(auto_scale=%s, target_radius=%s): validation and prediction see other scales "
+            "than training",
+            radius,
+            inference.auto_scale,
+            inference.target_radius,
+        )
     history = History()
     best_weights: dict[str, np.ndarray] | None = None
     start_epoch = 1
@@ -224,7 +248,7 @@ def train(
         history.stopped = ""
         start_epoch = len(history.epochs) + 1
         say(f"resuming {resume_path} at epoch {start_epoch}")
-    items = prepare(train_set, progress)
+    items = prepare(train_set, progress, preset.training.target_radius)
     steps = preset.training.steps_per_epoch
     budget = None if max_minutes is None else 60.0 * max_minutes
     stale = 0

@@ -211,6 +211,44 @@ def resize(array: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
     return out[: shape[0], : shape[1]]
 
 
+def median_radius(labels: np.ndarray) -> float | None:
+    """Radius of the median-area object of a label image, ``sqrt(area / pi)``; None if empty.
+
+    Examples
+    --------
+    >>> labels = np.zeros((32, 32), np.int32); labels[2:12, 2:12] = 1  # a 10 x 10 square
+    >>> round(median_radius(labels), 3)
+    5.642
+    >>> median_radius(np.zeros((8, 8), np.int32)) is None
+    True
+    """
+    areas = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        return None
+    return float(np.sqrt(np.median(areas) / np.pi))
+
+
+def zoom_to_radius(radius: float | None, target: float) -> float:
+    """The zoom that brings nuclei of ``radius`` to ``target``, as prediction applies it.
+
+    1.0 when ``radius`` is None or already lies within ``target / 1.5 .. target * 1.5``;
+    otherwise ``target / radius`` kept within ``0.5 .. 2``. Training with
+    ``TrainingConfig.target_radius`` zooms its images by the same rule, so that the network sees
+    nuclei at the sizes that ``InferenceConfig.auto_scale`` gives it.
+
+    Examples
+    --------
+    >>> zoom_to_radius(3.0, 9.0), zoom_to_radius(12.0, 9.0), zoom_to_radius(30.0, 9.0)
+    (2.0, 1.0, 0.5)
+    >>> zoom_to_radius(None, 9.0)
+    1.0
+    """
+    if radius is None or target / 1.5 <= radius <= target * 1.5:
+        return 1.0
+    return float(np.clip(target / radius, 0.5, 2.0))
+
+
 def random_crop(
     image: np.ndarray,
     labels: np.ndarray,

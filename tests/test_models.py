@@ -495,6 +495,22 @@ def test_train_init_takes_the_recipe_of_a_preset_with_the_same_network(
         np.testing.assert_array_equal(seen["weights"][name], w)
 
 
+def test_train_init_with_a_target_radius_predicts_auto_scaled(shipped, tmp_path, monkeypatch):
+    backend_or_skip("torch")
+    seen = _train_spy(monkeypatch)
+    tiny = make_tiny_preset()
+    recipe = tiny.replace(training=tiny.training.replace(target_radius=6.0, steps_per_epoch=1))
+    preset_file = tmp_path / "scaled.json"
+    preset_file.write_text(recipe.to_json())
+    data = write_folders(tmp_path / "data")
+    out = tmp_path / "scaled.safetensors"
+    args = ["train", "--init", "tiny", "--preset", str(preset_file), "--data", str(data)]
+    assert cli.main([*args, "--out", str(out), "--epochs", "1"]) == 0
+    inference = tiny.inference.replace(auto_scale=True, target_radius=6.0)
+    assert seen["preset"] == tiny.replace(training=recipe.training, inference=inference)
+    assert checkpoint.load_model(out).preset.inference == inference
+
+
 def test_train_init_refuses_a_preset_of_another_network(shipped, tmp_path, capsys):
     data = write_folders(tmp_path / "data")
     out = tmp_path / "m.safetensors"

@@ -254,3 +254,65 @@ def test_other_exceptions_of_on_epoch_propagate(synthetic, tiny_preset):
             progress=False,
             on_epoch=prune,
         )
+
+
+def _one_nucleus_sample(radius: int, size: int = 96):
+    """A one-image training set: one bright disc of ``radius`` pixels in a dark square."""
+    from nucleuseg.data.base import Sample
+
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size // 2) ** 2 + (xx - size // 2) ** 2 <= radius**2
+    image = np.where(disc, 200, 10).astype(np.uint8)
+    return [Sample(f"r{radius}", image, disc.astype(np.int32), "fluorescence")]
+
+
+@pytest.mark.parametrize(("radius", "zoom"), [(3, 2.0), (9, 1.0), (12, 1.0), (40, 0.5)])
+def test_prepare_zooms_towards_the_target_radius_as_prediction_does(radius, zoom):
+    (item,) = prepare(_one_nucleus_sample(radius), progress=False, target_radius=9.0)
+    assert item.zoom == pytest.approx(zoom)
+    (plain,) = prepare(_one_nucleus_sample(radius), progress=False)
+    assert plain.zoom == 1.0
+
+
+def test_examples_are_read_at_the_item_zoom(tiny_preset):
+    preset = tiny_preset.replace(
+        training=tiny_preset.training.replace(
+            crop=64, augment=False, scale_range=(1.0, 1.0), target_radius=9.0
+        )
+    )
+    (item,) = prepare(_one_nucleus_sample(4, size=32), progress=False, target_radius=9.0)
+    assert item.zoom == 2.0
+    _, target = make_example(item, preset, np.random.default_rng(0))
+    # the 32-pixel image is read whole and doubled: the disc of radius 4 now has radius ~8
+    area = float(target[..., 0].sum())
+    assert np.sqrt(area / np.pi) == pytest.approx(8.0, rel=0.15)
+
+
+def test_a_target_radius_without_auto_scale_is_warned_about(synthetic, tiny_preset, caplog):
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    preset = tiny_preset.replace(training=tiny_preset.training.replace(target_radius=6.0))
+    net = build_network("torch", preset.network, 0)
+    with caplog.at_level(logging.WARNING, logger="nucleuseg.training"):
+        train(net, synthetic, preset, epochs=1, progress=False)
+    assert "does not auto-scale to it" in caplog.text
+    caplog.clear()
+    scaled = preset.replace(inference=preset.inference.replace(auto_scale=True, target_radius=6.0))
+    with caplog.at_level(logging.WARNING, logger="nucleuseg.training"):
+        train(net, synthetic, scaled, epochs=1, progress=False)
+    assert "auto-scale" not in caplog.text
+
+
+def test_target_radius_is_validated_and_optional_in_preset_files(tiny_preset):
+    import json
+
+    from nucleuseg.config import TrainingConfig
+    from nucleuseg.errors import ConfigError
+
+    assert TrainingConfig().target_radius is None
+    with pytest.raises(ConfigError, match="target_radius"):
+        TrainingConfig(target_radius=0.0)
+    scaled = tiny_preset.replace(training=tiny_preset.training.replace(target_radius=9.0))
+    assert Preset.from_json(scaled.to_json()).training.target_radius == 9.0
+    old = json.loads(scaled.to_json())
+    del old["training"]["target_radius"]  # a preset written before the option existed
+    assert Preset.from_dict(old).training.target_radius is None
