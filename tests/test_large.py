@@ -17,7 +17,7 @@ from nucleuseg.config import InferenceConfig, get_preset
 from nucleuseg.data import synthetic_sample
 from nucleuseg.errors import ImageReadError, InputError
 from nucleuseg.inference import predict_labels
-from nucleuseg.large import image_stats, segment_large
+from nucleuseg.large import DEFAULT_BLOCK, image_stats, segment_large
 
 REASON = 'block-wise prediction needs dask and zarr: pip install "nucleuseg[large]"'
 zarr = pytest.importorskip("zarr", reason=REASON)
@@ -349,6 +349,27 @@ def test_by_default_a_window_fits_one_network_tile(tmp_path):
         return batch[..., :1]
 
     result = segment_large(image, predict, COMPONENTS, tmp_path, halo=64, scheduler="synchronous")
-    assert result.blocks == 2  # blocks of 1024 - 2 * 64 = 896 rows
-    assert zarr.open_array(result.labels).chunks == (tile - 128, tile - 128)
+    assert result.blocks == 2  # blocks of DEFAULT_BLOCK = 512 rows
+    assert zarr.open_array(result.labels).chunks == (DEFAULT_BLOCK, DEFAULT_BLOCK)
     assert len(calls) == 2 and all(shape[1] <= tile for shape in calls)
+    small = COMPONENTS.replace(inference=COMPONENTS.inference.replace(tile=256, overlap=16))
+    again = segment_large(
+        image, predict, small, tmp_path / "small", halo=64, scheduler="synchronous"
+    )
+    assert zarr.open_array(again.labels).chunks == (128, 128)  # the tile less two halos
+    assert all(shape[1] <= 256 for shape in calls[2:])
+
+
+def test_blocks_do_not_auto_scale(tmp_path):
+    image = np.zeros((300, 300), np.uint8)
+    image[100:104, 100:104] = 255  # a tiny nucleus that auto-scale would zoom in on
+    shapes = []
+
+    def predict(batch):
+        shapes.append(batch.shape[1:3])
+        return batch[..., :1]
+
+    scaled = COMPONENTS.replace(inference=COMPONENTS.inference.replace(auto_scale=True))
+    result = segment_large(image, predict, scaled, tmp_path, block=128, scheduler="synchronous")
+    assert result.nuclei == 1
+    assert len(shapes) == result.blocks  # one network call per block: no second, zoomed pass
