@@ -184,35 +184,85 @@ def encode_labels(labels: np.ndarray) -> dict[int, str]:
     labels = check_labels(labels, "labels")
     if labels.size == 0:
         return {}
-    # Runs of equal values along the column-major pixel order, then only the nuclei's runs: far
-    # fewer than the pixels, so sorting them by label (stably, keeping each label's runs in
-    # pixel order) is cheap. A run starts where a pixel differs from the one above it, or, at
-    # the top of a column, from the bottom of the previous column; the comparisons run in the
-    # array's own (row-major) order and only the boolean result is read column by column.
-    height = labels.shape[0]
-    starts = np.empty(labels.shape, bool)
-    np.not_equal(labels[1:], labels[:-1], out=starts[1:])
-    np.not_equal(labels[0, 1:], labels[-1, :-1], out=starts[0, 1:])
-    starts[0, 0] = True
-    run_starts = np.flatnonzero(starts.T)
-    run_ids = labels[run_starts % height, run_starts // height]
-    run_lengths = np.diff(np.append(run_starts, labels.size))
-    nucleus = run_ids != 0
-    if not nucleus.any():
+    # A run is a vertical stretch of one nucleus in Kaggle's column-major pixel order: it starts
+    # at a nucleus pixel that differs from the one above it (at the top of a column: from the
+    # bottom of the previous column) and ends at one that differs from the one below it. Both
+    # masks are computed in the array's own row-major order and only their set pixels are read
+    # (a transposed copy of the image would cost more than all the rest); sorting the starts and
+    # the ends by (label, column-major index) pairs them up, each label's runs in pixel order.
+    same = labels[1:] == labels[:-1]
+    wrap = labels[0, 1:] == labels[-1, :-1]
+    starts = labels != 0
+    ends = starts.copy()
+    starts[1:] &= ~same
+    starts[0, 1:] &= ~wrap
+    ends[:-1] &= ~same
+    ends[-1, :-1] &= ~wrap
+    first, last = np.flatnonzero(starts), np.flatnonzero(ends)
+    if first.size == 0:
         return {}
-    run_starts, run_lengths, run_ids = run_starts[nucleus], run_lengths[nucleus], run_ids[nucleus]
-    order = np.argsort(run_ids, kind="stable")
-    run_starts, run_lengths, run_ids = run_starts[order] + 1, run_lengths[order], run_ids[order]
+    flat = labels.ravel()
+    run_ids, run_starts = _by_label(flat[first], _column_major(first, labels.shape))
+    _, run_ends = _by_label(flat[last], _column_major(last, labels.shape))
+    run_lengths = run_ends - run_starts + 1
+    run_starts += 1
     label_first = np.flatnonzero(np.concatenate(([True], run_ids[1:] != run_ids[:-1])))
     label_end = np.append(label_first[1:], run_ids.size)
-    numbers = np.stack([run_starts, run_lengths], axis=1).ravel().tolist()
-    tokens = list(map(str, numbers))
+    # All the numbers as one text, each followed by a space; a nucleus's encoding is the slice
+    # from the end of the number before its first run to the end of its last run, less the space.
+    text, number_ends = _decimal_text(np.stack([run_starts, run_lengths], axis=1).ravel())
+    first_char = np.concatenate(([0], number_ends))[2 * label_first]
+    last_char = number_ends[2 * label_end - 1] - 1
     return {
-        label: " ".join(tokens[2 * a : 2 * b])
+        label: text[a:b]
         for label, a, b in zip(
-            run_ids[label_first].tolist(), label_first.tolist(), label_end.tolist(), strict=True
+            run_ids[label_first].tolist(), first_char.tolist(), last_char.tolist(), strict=True
         )
     }
+
+
+def _column_major(indices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Row-major flat indices of an ``shape`` array as column-major ones."""
+    rows, columns = np.divmod(indices, shape[1])
+    return columns * shape[0] + rows
+
+
+def _by_label(ids: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` and ``positions`` (non-negative) sorted by id, then by position."""
+    if int(ids.max()) < 2**31 and int(positions.max()) < 2**32:  # one sort of combined keys
+        keys = np.sort(ids.astype(np.int64) << 32 | positions)
+        return keys >> 32, keys & 0xFFFFFFFF
+    order = np.lexsort((positions, ids))
+    return ids[order].astype(np.int64), positions[order]
+
+
+def _decimal_text(values: np.ndarray) -> tuple[str, np.ndarray]:
+    """Non-negative integers as one ASCII text, each followed by a space, and where each ends.
+
+    Formats the digits with array operations rather than one ``str`` per number: the encodings
+    of a label image hold tens of thousands of numbers.
+
+    Examples
+    --------
+    >>> _decimal_text(np.array([7, 120, 0, 45]))
+    ('7 120 0 45 ', array([ 2,  6,  8, 11]))
+    """
+    values = np.asarray(values, np.int64)
+    if values.size == 0:
+        return "", np.zeros(0, np.int64)
+    width = len(str(int(values.max())))
+    chars = np.full((values.size, width + 1), ord(" "), np.uint8)
+    keep = np.ones((values.size, width + 1), bool)
+    rest = values.copy()
+    for column in range(width - 1, -1, -1):  # the last digit first
+        chars[:, column] = rest % 10 + ord("0")
+        rest //= 10
+    digits = np.ones(values.size, np.int64)
+    for power in range(1, width):
+        digits += values >= 10**power
+    keep[:, :width] = np.arange(width) >= (width - digits)[:, None]
+    text = chars[keep].tobytes().decode("ascii")
+    return text, np.cumsum(digits + 1)
 
 
 def decode_labels(

@@ -350,3 +350,33 @@ def test_encode_labels_on_a_large_image_with_many_nuclei():
     decoded = decode_labels(list(rles.values()), labels.shape)
     ids = np.array(list(rles))
     assert np.array_equal(decoded, np.where(labels > 0, np.searchsorted(ids, labels) + 1, 0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_encode_labels_matches_encode_of_each_mask(seed):
+    """Random blobs, touching ones, runs wrapping from one column's bottom to the next's top,
+    single rows and columns, and large ids: every nucleus as encode() gives it alone."""
+    rng = np.random.default_rng(seed)
+    shape = [(1, 9), (9, 1), (7, 5), (40, 33), (12, 10), (12, 10)][seed]
+    labels = rng.integers(0, 4, shape) * rng.integers(0, 2, shape)
+    if seed == 4:
+        labels = labels * (2**29)  # ids up to the int32 limit
+    if seed == 5:
+        labels[-1, 0] = labels[0, 1] = 3  # a run wrapping into the next column
+    rles = encode_labels(labels)
+    ids = [int(i) for i in np.unique(labels) if i != 0]
+    assert list(rles) == ids
+    for i in ids:
+        assert rles[i] == encode(labels == i)
+
+
+def test_runs_are_ordered_by_label_then_position_beyond_32_bit_positions():
+    from nucleuseg.rle import _by_label
+
+    ids = np.array([5, 2, 5, 2])
+    positions = np.array([2**33, 7, 3, 2**32 + 1])
+    sorted_ids, sorted_positions = _by_label(ids, positions)
+    assert sorted_ids.tolist() == [2, 2, 5, 5]
+    assert sorted_positions.tolist() == [7, 2**32 + 1, 3, 2**33]
+    small_ids, small_positions = _by_label(ids, positions % 100)  # the one-sort path
+    assert small_ids.tolist() == [2, 2, 5, 5] and small_positions.tolist() == [7, 97, 3, 92]
