@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/train_throughput.py [--preset seed] [--crop 128] [--batch 16] [--steps 10]
         [--warmup 3] [--backends torch,keras,flax,onnx] [--no-inference] [--inference-repeats 2]
-        [--contention]
+        [--contention] [--loop]
 
 For each backend the script builds the preset's network, runs ``--warmup`` training steps (the
 first one compiles, where the backend compiles) and then ``--steps`` timed steps on a fixed random
@@ -23,6 +23,12 @@ reported as megapixels of input per second (the ``seed`` preset resizes every im
 before the network, so its rate is mostly resizing and post-processing), and as a ratio to the
 first backend's rate in the same run (torch where it is installed). A backend that only predicts
 (``onnx``) gets the inference columns only.
+
+``--loop`` also runs ``--steps`` steps through the real training loop
+(:func:`nucleuseg.training.train`: crops cut and augmented from synthetic 256 x 256 images in its
+background thread, the learning-rate schedule, the loss bookkeeping; no validation) after an
+untimed epoch of ``--warmup`` steps, and reports the loop's steps per minute and images per second
+as a share of the bare step's rate: what data preparation and bookkeeping cost a real run.
 
 ``--contention`` measures each backend twice, idle and then with a second process burning one
 core (a CPU-bound loop, as another job on a shared server or a viewer on a laptop would), and
@@ -122,6 +128,22 @@ def _train(name: str, preset: Preset, crop: int, batch: int, steps: int, warmup:
     }
 
 
+def _loop(name: str, preset: Preset, crop: int, batch: int, steps: int, warmup: int) -> dict:
+    from nucleuseg.data import make_synthetic
+    from nucleuseg.training import train
+
+    data = make_synthetic(16, size=256, seed=0)
+    recipe = preset.training.replace(crop=crop, batch_size=batch, resize=None)
+    net = get_backend(name)(preset.network, 0, loss=preset.training.loss)
+    warm = preset.replace(training=recipe.replace(steps_per_epoch=warmup))
+    train(net, data, warm, epochs=1, progress=False)
+    timed = preset.replace(training=recipe.replace(steps_per_epoch=steps))
+    start = time.perf_counter()
+    train(net, data, timed, epochs=1, progress=False)
+    seconds = time.perf_counter() - start
+    return {"steps_per_min": 60 * steps / seconds, "images_per_s": batch * steps / seconds}
+
+
 def _infer(name: str, preset: Preset, repeats: int = 2) -> dict[str, float]:
     from nucleuseg.data.synthetic import synthetic_sample
     from nucleuseg.segmenter import Segmenter
@@ -178,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure again with a second process burning one core; report the share kept",
     )
+    parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="also time --steps steps inside the real training loop (data preparation included)",
+    )
     args = parser.parse_args(argv)
     if min(args.steps, args.warmup, args.batch, args.inference_repeats) < 1:
         parser.error("--steps, --warmup, --batch and --inference-repeats must be at least 1")
@@ -230,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             _train(name, preset, args.crop, args.batch, args.steps, args.warmup) if trains else {}
         )
         gc.collect()
+        if trains and args.loop:
+            train["loop"] = _loop(name, preset, args.crop, args.batch, args.steps, args.warmup)
+            gc.collect()
         infer = {} if args.no_inference else _infer(name, preset, args.inference_repeats)
         gc.collect()
         rows.append((name, train, infer))
@@ -280,6 +310,17 @@ def main(argv: list[str] | None = None) -> int:
             cells += ["-", "does not train", "-", "-", "-"]
         cells += [f"{infer[s]:.2f} ({infer[s] / reference[s]:.2f}x)" for s in sizes if s in infer]
         print("| " + " | ".join(cells) + " |")
+    looped = [(name, train) for name, train, _ in rows if train and "loop" in train]
+    if looped:
+        print(f"\n# {args.steps} steps inside nucleuseg.training.train against the bare step")
+        print("| backend | loop steps/min | loop img/s | bare img/s | loop / bare |")
+        print("|---|---|---|---|---|")
+        for name, train in looped:
+            loop = train["loop"]
+            print(
+                f"| {name} | {loop['steps_per_min']:.0f} | {loop['images_per_s']:.1f} | "
+                f"{train['images_per_s']:.1f} | {loop['images_per_s'] / train['images_per_s']:.0%} |"
+            )
     if contended:
         print("\n# with a second process burning one core: share of the idle throughput kept")
         header = ["backend", "train img/s idle -> busy", "kept"]
