@@ -247,20 +247,23 @@ def _decimal_text(values: np.ndarray) -> tuple[str, np.ndarray]:
     >>> _decimal_text(np.array([7, 120, 0, 45]))
     ('7 120 0 45 ', array([ 2,  6,  8, 11]))
     """
-    values = np.asarray(values, np.int64)
+    values = np.asarray(values)
     if values.size == 0:
         return "", np.zeros(0, np.int64)
-    width = len(str(int(values.max())))
-    chars = np.full((values.size, width + 1), ord(" "), np.uint8)
-    keep = np.ones((values.size, width + 1), bool)
+    largest = int(values.max())
+    values = values.astype(np.uint32 if largest < 2**32 else np.uint64)  # 32-bit divides faster
+    width = len(str(largest))
+    chars = np.empty((values.size, width + 1), np.uint8)
+    chars[:, width] = ord(" ")
     rest = values.copy()
     for column in range(width - 1, -1, -1):  # the last digit first
-        chars[:, column] = rest % 10 + ord("0")
-        rest //= 10
+        quotient = rest // 10
+        chars[:, column] = rest - quotient * 10 + ord("0")
+        rest = quotient
     digits = np.ones(values.size, np.int64)
     for power in range(1, width):
         digits += values >= 10**power
-    keep[:, :width] = np.arange(width) >= (width - digits)[:, None]
+    keep = np.arange(width + 1) >= (width - digits)[:, None]  # no leading zeros; the space
     text = chars[keep].tobytes().decode("ascii")
     return text, np.cumsum(digits + 1)
 

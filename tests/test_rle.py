@@ -380,3 +380,13 @@ def test_runs_are_ordered_by_label_then_position_beyond_32_bit_positions():
     assert sorted_positions.tolist() == [7, 2**32 + 1, 3, 2**33]
     small_ids, small_positions = _by_label(ids, positions % 100)  # the one-sort path
     assert small_ids.tolist() == [2, 2, 5, 5] and small_positions.tolist() == [7, 97, 3, 92]
+
+
+def test_decimal_text_of_small_and_beyond_32_bit_numbers():
+    from nucleuseg.rle import _decimal_text
+
+    values = [0, 9, 10, 99, 100, 4294967295, 2**40, 7]
+    text, ends = _decimal_text(np.array(values))
+    assert text == " ".join(map(str, values)) + " "
+    assert ends.tolist() == np.cumsum([len(str(v)) + 1 for v in values]).tolist()
+    assert _decimal_text(np.array([], np.int64))[0] == ""
