@@ -234,7 +234,17 @@ def test_the_card_is_rendered_for_people(shipped):
         shipped.card["sha256"],
     ):
         assert expected in text
+    assert "After training" not in text  # an optional field, absent from this card
     assert models.card_markdown(shipped) == text
+
+
+def test_the_card_shows_what_was_set_after_training(tmp_path):
+    source = model_file(tmp_path / "source.safetensors")
+    extra = card()
+    extra["training"]["post_training"] = "thresholds tuned on 3 training images"
+    info = models.save_shipped(source, "tiny", extra, directory=tmp_path)
+    text = models.card_markdown(info)
+    assert text.endswith("After training: thresholds tuned on 3 training images\n")
 
 
 # -- card validation -------------------------------------------------------------------------

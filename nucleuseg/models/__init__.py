@@ -516,6 +516,8 @@ def card_markdown(name_or_info: str | ModelInfo) -> str:
         "",
         f"    {training['command']}",
     ]
+    if training.get("post_training"):
+        lines += ["", f"After training: {training['post_training']}"]
     return "\n".join(lines) + "\n"
 
 
