@@ -668,7 +668,8 @@ def _expand_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _join_runs(starts: np.ndarray, lengths: np.ndarray) -> str:
-    return " ".join(map(str, np.stack([starts, lengths], axis=1).ravel().tolist()))
+    text, _ = _decimal_text(np.stack([starts, lengths], axis=1).ravel())
+    return text[:-1]  # less the space after the last number
 
 
 def _check_header(header: list[str], path: Path) -> dict[str, int]:
