@@ -21,6 +21,7 @@ prints the processor's AVX2 / AVX-512 flags and the core count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -41,16 +42,12 @@ def _child(steps: int, warmup: int) -> None:
 
     preset = get_preset("default")
     rates = {}
-    for mode in ("idle", "busy"):
-        if mode == "busy":
-            context = tt.one_core_busy()
-            context.__enter__()
-        train = tt._train("torch", preset, 128, 8, steps, warmup)
-        gc.collect()
-        infer = tt._infer("torch", preset, repeats=2)
-        gc.collect()
-        if mode == "busy":
-            context.__exit__(None, None, None)
+    for mode, context in (("idle", contextlib.nullcontext()), ("busy", tt.one_core_busy())):
+        with context:
+            train = tt._train("torch", preset, 128, 8, steps, warmup)
+            gc.collect()
+            infer = tt._infer("torch", preset, repeats=2)
+            gc.collect()
         rates[mode] = {"train": train["images_per_s"], "predict": infer["520x696"]}
     print(json.dumps(rates))
 

@@ -85,21 +85,20 @@ def prepare(
     """
     items = []
     for sample in progress_bar(dataset, "loading", enable=progress, total=len(dataset)):
-        item = _item(sample)
-        if target_radius is not None:
-            zoom = zoom_to_radius(median_radius(item.labels), target_radius)
-            item = TrainItem(item.image, item.stats, item.labels, zoom)
-        items.append(item)
+        items.append(_item(sample, target_radius))
     if not items:
         raise DatasetError(f"{dataset.name}: no labelled images to train on")
     return items
 
 
-def _item(sample: Sample) -> TrainItem:
+def _item(sample: Sample, target_radius: float | None) -> TrainItem:
     if sample.labels is None:
         raise DatasetError(f"{sample.image_id}: has no labels, cannot train on it")
     image = as_rgb(sample.image)
-    return TrainItem(image, normalization_stats(image), sample.labels)
+    zoom = 1.0
+    if target_radius is not None:
+        zoom = zoom_to_radius(median_radius(sample.labels), target_radius)
+    return TrainItem(image, normalization_stats(image), sample.labels, zoom)
 
 
 def make_example(
