@@ -33,13 +33,13 @@ def cpu_summary() -> str:
     return f"{model}; {marks}; {cores} cores"
 
 
-def open_dsb(path: str | None) -> DSBDataset | None:
-    """The DSB images (no masks, no cache) at ``path``; by default ``stage1_train`` under
-    ``$NUCLEUSEG_DSB`` when that is set, else :data:`BESIDE_CHECKOUT`. ``None``, with the reason
-    on stderr, when there are none."""
+def open_dsb(path: str | None, masks: bool = False) -> DSBDataset | None:
+    """The DSB images (with their masks when ``masks``; no cache) at ``path``; by default
+    ``stage1_train`` under ``$NUCLEUSEG_DSB`` when that is set, else :data:`BESIDE_CHECKOUT`.
+    ``None``, with the reason on stderr, when there are none."""
     path = path or ("stage1_train" if os.environ.get("NUCLEUSEG_DSB") else BESIDE_CHECKOUT)
     try:
-        return load_dsb(resolve_dsb_path(path), masks=False, cache=False, progress=False)
+        return load_dsb(resolve_dsb_path(path), masks=masks, cache=False, progress=False)
     except NucleusegError as err:
         print(f"no data: {err} (pass a DSB folder or set NUCLEUSEG_DSB)", file=sys.stderr)
         return None

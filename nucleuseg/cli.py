@@ -290,6 +290,12 @@ def _parser() -> argparse.ArgumentParser:
         default="median",
         help="stops unpromising trials early (default median)",
     )
+    se.add_argument(
+        "--no-base-trial",
+        action="store_true",
+        help="do not queue the --preset itself as a trial (by default a study scores it once, "
+        "under the same budget, to compare the trials with)",
+    )
     _add_split(se)
 
     ex = sub.add_parser(
@@ -715,6 +721,7 @@ def _cmd_search(args) -> int:
         pruner=args.pruner,
         seed=args.seed,
         device=args.device,
+        base_first=not args.no_base_trial,
     )
     print(result.table())
     for path in write_results(result, args.out):

@@ -115,6 +115,7 @@ class TrialRecord:
     value: float | None
     seconds: float | None
     backend: str | None
+    base: bool = False  #: the base preset itself, queued by ``search(base_first=True)``
 
 
 @dataclass(frozen=True)
@@ -149,16 +150,32 @@ class SearchResult:
             Preset.from_json(best.user_attrs["preset"]), best.value, best.number, study, records
         )
 
+    @property
+    def base_trial(self) -> TrialRecord | None:
+        """The trial of the base preset itself (see ``search(base_first=...)``), if any."""
+        return next((t for t in self.trials if t.base), None)
+
     def table(self) -> str:
-        """One line per trial, in order: state, tuned score, seconds, epoch scores."""
+        """One line per trial, in order: state, tuned score, seconds, epoch scores.
+
+        The base preset's own trial is marked ``base``; the last lines name the best trial and
+        how far it is above the base trial.
+        """
         lines = ["trial  state     score    seconds  epoch scores"]
         for t in self.trials:
             value = "   -  " if t.value is None else f"{t.value:.4f}"
             seconds = "    -" if t.seconds is None else f"{t.seconds:7.0f}"
             scores = " ".join(f"{s:.3f}" for s in t.epoch_scores)
-            lines.append(f"{t.number:5d}  {t.state:<8}  {value}  {seconds}  {scores}")
+            mark = "  (base)" if t.base else ""
+            lines.append(f"{t.number:5d}  {t.state:<8}  {value}  {seconds}  {scores}{mark}")
         if self.best is not None:
             lines.append(f"best trial {self.best_trial}: score {self.best_score:.4f}")
+            base = self.base_trial
+            if base is not None and base.value is not None:
+                lines.append(
+                    f"base preset (trial {base.number}): score {base.value:.4f}, "
+                    f"best - base = {self.best_score - base.value:+.4f}"
+                )
         return "\n".join(lines)
 
 
@@ -174,6 +191,7 @@ def _record(trial) -> TrialRecord:
         value=None if trial.value is None else float(trial.value),
         seconds=None if seconds is None else float(seconds),
         backend=trial.user_attrs.get("backend"),
+        base="base" in trial.user_attrs,
     )
 
 
@@ -315,6 +333,45 @@ def read_space(path: str | os.PathLike, base: Preset | str = "default") -> dict[
     except ConfigError as exc:
         raise ConfigError(f"--space {path}: {exc}") from None
     return space
+
+
+def base_params(space: Mapping[str, Any], base: Preset | str = "default") -> dict[str, Any] | None:
+    """The trial parameters under which ``space`` draws ``base`` itself, or ``None``.
+
+    :func:`search` queues these as the first trial of a new study, so that every study scores its
+    base preset under the same budget as the trials it is compared with. ``None`` when a value of
+    ``base`` is not one of the space's choices or lies outside its range.
+
+    Examples
+    --------
+    >>> base_params({"network.base_filters": [8, 16], "training.learning_rate": ("log", 1e-4, 1e-2)})
+    {'network.base_filters': 16, 'training.learning_rate': 0.001}
+    >>> base_params({"network.base_filters": [8, 32]}) is None
+    True
+    >>> base_params({"training.scale_range": [(1.0, 1.0), (0.7, 1.4)]})
+    {'training.scale_range': '[0.7, 1.4]'}
+    """
+    base = get_preset(base)
+    params: dict[str, Any] = {}
+    for key, spec in space.items():
+        section, _, name = key.partition(".")
+        value = getattr(getattr(base, section), name)
+        if _is_range(spec):
+            kind, low, high = spec
+            if not low <= value <= high:
+                return None
+            params[key] = int(value) if kind == "int" else float(value)
+        elif all(v is None or isinstance(v, bool | int | float | str) for v in spec):
+            if value not in spec:
+                return None
+            params[key] = value
+        else:
+            labels = [list(v) if isinstance(v, tuple | list) else v for v in spec]
+            plain = list(value) if isinstance(value, tuple | list) else value
+            if plain not in labels:
+                return None
+            params[key] = json.dumps(plain)
+    return params
 
 
 def preset_from_space(trial, space: Mapping[str, Any], base: Preset | str = "default") -> Preset:
@@ -493,6 +550,7 @@ def search(
     device: str | int | None = None,
     progress: bool = True,
     heartbeat_seconds: int = 60,
+    base_first: bool = True,
 ) -> SearchResult:
     """Search the network and training recipe that score best on ``validation``.
 
@@ -539,6 +597,10 @@ def search(
         the ``nucleuseg.search`` logger (``INFO``).
     heartbeat_seconds : int
         Heartbeat of an RDB storage (see :func:`open_storage`).
+    base_first : bool
+        With a declarative space that can draw ``base`` (see :func:`base_params`), queue
+        ``base`` as a trial of the study unless the study holds it already, so the search is
+        judged against the base preset trained under the same budget.
 
     Returns
     -------
@@ -636,6 +698,9 @@ def search(
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            reference = None if callable(space) or not base_first else base_params(space, base)
+            if reference is not None:
+                study.enqueue_trial(reference, user_attrs={"base": base.name}, skip_if_exists=True)
             study.optimize(objective, n_trials=trials, callbacks=[log_trial])
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -651,8 +716,8 @@ def write_results(result: SearchResult, folder: str | os.PathLike) -> list[Path]
     - ``best.json``: the best preset (:meth:`Preset.to_json`), for ``nucleuseg train --preset``
       and :func:`~nucleuseg.config.get_preset`; left out while no trial has completed;
     - ``trials.csv``: one row per trial: number, state, value (tuned DSB score), seconds,
-      backend, the validation score of each epoch (space-separated) and one column per
-      parameter;
+      backend, ``yes`` for the base preset's own trial, the validation score of each epoch
+      (space-separated) and one column per parameter;
     - ``history.png``: Optuna's optimisation history;
     - ``importances.png``: Optuna's parameter importances, once two trials have completed.
 
@@ -682,7 +747,8 @@ def write_results(result: SearchResult, folder: str | os.PathLike) -> list[Path]
     params = sorted({name for t in result.trials for name in t.params})
     with atomic_write(out / "trials.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["number", "state", "value", "seconds", "backend", "epoch_scores", *params])
+        header = ["number", "state", "value", "seconds", "backend", "base", "epoch_scores"]
+        writer.writerow([*header, *params])
         for t in result.trials:
             writer.writerow(
                 [
@@ -691,6 +757,7 @@ def write_results(result: SearchResult, folder: str | os.PathLike) -> list[Path]
                     "" if t.value is None else f"{t.value:.6f}",
                     "" if t.seconds is None else f"{t.seconds:.1f}",
                     t.backend or "",
+                    "yes" if t.base else "",
                     " ".join(f"{s:.6f}" for s in t.epoch_scores),
                     *(t.params.get(name, "") for name in params),
                 ]

@@ -14,6 +14,7 @@ from nucleuseg.metrics import (
     ImageScore,
     dsb_score,
     iou_matrix,
+    pixel_accuracy,
     score_dataset,
     score_image,
 )
@@ -307,3 +308,17 @@ def test_large_image_scores_fast():
     elapsed = time.perf_counter() - start
     assert result.n_true == len(np.unique(true)) - 1
     assert elapsed < 0.25  # typically ~15 ms; loose so a busy machine does not fail it
+
+
+def test_pixel_accuracy_counts_foreground_calls_and_ignores_instances():
+    true = np.zeros((20, 20), int)
+    true[2:8, 2:8], true[2:8, 8:14] = 1, 2  # two touching nuclei, 72 of 400 pixels
+    assert pixel_accuracy(true, true) == 1.0
+    merged = (true > 0).astype(int)  # one object: every pixel right, no nucleus found
+    assert pixel_accuracy(true, merged) == 1.0 and score_image(true, merged).score == 0.0
+    # Predicting nothing at all is still right on the 82 % of pixels that are background.
+    assert pixel_accuracy(true, np.zeros_like(true)) == pytest.approx(1 - 72 / 400)
+    assert pixel_accuracy(true.astype(bool), true > 0) == 1.0
+    with pytest.raises(InputError, match="shape"):
+        pixel_accuracy(true, true[:10])
+    assert pixel_accuracy(np.zeros((0, 3), int), np.zeros((0, 3), int)) == 1.0

@@ -30,6 +30,7 @@ pytest.importorskip("torch", reason="the trials train on the torch backend")
 from nucleuseg.search import (  # noqa: E402
     DEFAULT_SPACE,
     SearchResult,
+    base_params,
     check_space,
     epoch_reporter,
     make_pruner,
@@ -136,6 +137,39 @@ def test_a_function_space_is_honoured(data, tiny):
 def test_a_space_that_returns_no_preset_is_refused(data, tiny):
     with pytest.raises(ConfigError, match="returned dict, not a Preset"):
         _search(data, tiny, space=lambda trial: {})
+
+
+def test_the_base_preset_is_queued_once_as_the_study_reference(data, tiny, tmp_path):
+    space = {"network.base_filters": [2, 4], "training.learning_rate": ("log", 1e-4, 3e-3)}
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = _search(data, tiny, trials=2, space=space, storage=storage, study_name="ref")
+    assert [t.base for t in first.trials] == [True, False]
+    reference = first.trials[0]
+    assert reference.params == {
+        "network.base_filters": tiny.network.base_filters,
+        "training.learning_rate": tiny.training.learning_rate,
+    }
+    assert first.base_trial == reference
+    assert f"base preset (trial 0): score {reference.value:.4f}" in first.table()
+    # A second worker (or a rerun) on the same study does not score the base again.
+    again = _search(data, tiny, trials=1, space=space, storage=storage, study_name="ref")
+    assert [t.base for t in again.trials] == [True, False, False]
+    # Asked not to, or when the space cannot draw the base, no trial is the base.
+    assert not any(t.base for t in _search(data, tiny, space=space, base_first=False).trials)
+    outside = {"network.base_filters": [2, 8]}
+    assert base_params(outside, tiny) is None
+    assert not any(t.base for t in _search(data, tiny, space=outside).trials)
+    written = write_results(first, tmp_path / "out")
+    rows = list(csv.DictReader(open(written[1], newline="")))
+    assert [r["base"] for r in rows] == ["yes", ""]
+
+
+def test_base_params_names_the_choice_of_each_key():
+    params = base_params(DEFAULT_SPACE, "default")
+    default = get_preset("default")
+    trial = optuna.trial.FixedTrial(params)
+    assert preset_from_space(trial, DEFAULT_SPACE, "default") == default
+    assert base_params({"training.crop": ("int", 32, 96)}, "default") is None  # crop 128
 
 
 def test_a_dict_space_draws_every_key_and_tuple_choices():
