@@ -459,7 +459,8 @@ def make_pruner(pruner: str | Any, epochs: int | None = None) -> optuna.pruners.
     if isinstance(pruner, optuna.pruners.BasePruner):
         return pruner
     if pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        # Epochs are reported as steps 1, 2, ...: a warm-up of 2 first prunes at epoch 2.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs or "auto")
     if pruner in ("none", None):

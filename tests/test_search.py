@@ -258,6 +258,24 @@ def test_pruned_trials_stop_after_their_first_epoch(data, tiny, tmp_path):
     assert names == ["trials.csv"]
 
 
+def test_the_median_pruner_waits_for_five_trials_and_the_second_epoch():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median"))
+    for value in (0.5, 0.6, 0.7, 0.8, 0.9):
+        trial = study.ask()
+        for epoch in (1, 2):
+            trial.report(value, epoch)
+        study.tell(trial, value)
+    poor = study.ask()
+    poor.report(0.1, 1)
+    assert not poor.should_prune()  # the first epoch is never judged
+    poor.report(0.1, 2)
+    assert poor.should_prune()
+    fair = study.ask()
+    fair.report(0.75, 1)
+    fair.report(0.75, 2)
+    assert not fair.should_prune()  # above the median of 0.7
+
+
 @pytest.mark.parametrize("name", ["median", "hyperband", "none"])
 def test_pruners_by_name(name):
     assert isinstance(make_pruner(name, epochs=4), optuna.pruners.BasePruner)
