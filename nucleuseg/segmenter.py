@@ -41,6 +41,11 @@ from nucleuseg.tuning import TuningResult, tune_postprocessing
 _READ_AHEAD_BATCHES = 4
 _READ_AHEAD_PIXELS = 2**24
 
+#: Epochs :meth:`Segmenter.fit` trains when given neither ``epochs`` nor ``max_minutes``.
+DEFAULT_EPOCHS = 40
+# With only a time budget, the budget ends the run: an epoch count no run reaches.
+_NO_EPOCH_LIMIT = 1_000_000
+
 
 class Segmenter:
     """A U-Net nucleus segmenter on a named backend.
@@ -112,7 +117,7 @@ class Segmenter:
         self,
         train_set: Dataset,
         validation: Dataset | None = None,
-        epochs: int = 40,
+        epochs: int | None = None,
         max_minutes: float | None = None,
         progress: bool = True,
         resume: str | os.PathLike | None = None,
@@ -124,8 +129,10 @@ class Segmenter:
         ----------
         train_set, validation : Dataset
             Labelled images; without ``validation`` the last weights are kept.
-        epochs : int
-            Maximum number of epochs (``steps_per_epoch`` batches each).
+        epochs : int, optional
+            Maximum number of epochs (``steps_per_epoch`` batches each). By default
+            :data:`DEFAULT_EPOCHS` without ``max_minutes``, and no limit with it: the time
+            budget (or the preset's ``patience``) ends the run.
         max_minutes : float, optional
             Wall-clock budget; training stops at the end of the epoch that spends it.
         progress : bool
@@ -142,6 +149,8 @@ class Segmenter:
         History
             Loss and validation score per epoch (also kept as ``self.history``).
         """
+        if epochs is None:
+            epochs = DEFAULT_EPOCHS if max_minutes is None else _NO_EPOCH_LIMIT
         validate = None
         if validation is not None and len(validation):
             cached = in_memory(list(validation), validation.name)  # read once, scored every epoch

@@ -141,6 +141,28 @@ def test_fit_validates_through_evaluate(tiny_preset, tiny_data, monkeypatch):
     assert [score for *_, score in scores] == list(history.score)
 
 
+def test_a_time_budget_alone_is_not_cut_short_by_an_epoch_count(
+    tiny_preset, tiny_data, monkeypatch
+):
+    pytest.importorskip("torch", reason="checked on the torch backend")
+    train_set, _ = tiny_data
+    seen: list[tuple[int, float | None]] = []
+
+    def record(network, data, preset, **options):
+        seen.append((options["epochs"], options["max_minutes"]))
+        return nucleuseg.segmenter.History()
+
+    monkeypatch.setattr(nucleuseg.segmenter, "train", record)
+    seg = Segmenter("torch", preset=tiny_preset)
+    seg.fit(train_set, progress=False)
+    seg.fit(train_set, max_minutes=60, progress=False)
+    seg.fit(train_set, epochs=3, max_minutes=60, progress=False)
+    assert seen[0] == (nucleuseg.segmenter.DEFAULT_EPOCHS, None)
+    # 60 minutes of small epochs would be many more than 40: only the budget (or patience) ends it.
+    assert seen[1][0] >= 100_000 and seen[1][1] == 60
+    assert seen[2] == (3, 60)
+
+
 def test_device_reaches_the_backend_factory(tiny_preset, monkeypatch, tmp_path):
     built: list[dict] = []
 
