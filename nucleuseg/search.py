@@ -266,6 +266,16 @@ def check_space(space: Mapping[str, Any], base: Preset | str = "default") -> Non
                 ) from None
 
 
+def _plain(spec: Sequence[Any]) -> bool:
+    """Whether Optuna can take a list of choices as it is (no tuples or lists among them)."""
+    return all(v is None or isinstance(v, bool | int | float | str) for v in spec)
+
+
+def _label(choice: Any) -> Any:
+    """A choice as Optuna stores it when the choices are not all plain: its JSON text."""
+    return json.dumps(list(choice) if isinstance(choice, tuple | list) else choice)
+
+
 def _suggest(trial, key: str, spec: Any) -> Any:
     """The value a trial draws for one entry of a declarative space."""
     if _is_range(spec):
@@ -273,10 +283,10 @@ def _suggest(trial, key: str, spec: Any) -> Any:
         if kind == "int":
             return trial.suggest_int(key, low, high)
         return trial.suggest_float(key, float(low), float(high), log=kind == "log")
-    if all(v is None or isinstance(v, bool | int | float | str) for v in spec):
+    if _plain(spec):
         return trial.suggest_categorical(key, list(spec))
     # Optuna's choices are plain values: tuples (dropout rates, scale ranges) go by their JSON text.
-    labels = {json.dumps(list(v) if isinstance(v, tuple | list) else v): v for v in spec}
+    labels = {_label(v): v for v in spec}
     return labels[trial.suggest_categorical(key, list(labels))]
 
 
@@ -348,8 +358,12 @@ def base_params(space: Mapping[str, Any], base: Preset | str = "default") -> dic
     {'network.base_filters': 16, 'training.learning_rate': 0.001}
     >>> base_params({"network.base_filters": [8, 32]}) is None
     True
-    >>> base_params({"training.scale_range": [(1.0, 1.0), (0.7, 1.4)]})
+    >>> base_params({"training.scale_range": [(1, 1), (0.7, 1.4)]})
     {'training.scale_range': '[0.7, 1.4]'}
+    >>> fixed = get_preset("default")
+    >>> fixed = fixed.replace(training=fixed.training.replace(scale_range=(1.0, 1.0)))
+    >>> base_params({"training.scale_range": [(1, 1), (0.7, 1.4)]}, fixed)
+    {'training.scale_range': '[1, 1]'}
     """
     base = get_preset(base)
     params: dict[str, Any] = {}
@@ -361,16 +375,16 @@ def base_params(space: Mapping[str, Any], base: Preset | str = "default") -> dic
             if not low <= value <= high:
                 return None
             params[key] = int(value) if kind == "int" else float(value)
-        elif all(v is None or isinstance(v, bool | int | float | str) for v in spec):
+        elif _plain(spec):
             if value not in spec:
                 return None
             params[key] = value
         else:
-            labels = [list(v) if isinstance(v, tuple | list) else v for v in spec]
-            plain = list(value) if isinstance(value, tuple | list) else value
-            if plain not in labels:
+            # Matched by value, stored as Optuna stores that choice: (1, 1) matches (1.0, 1.0).
+            same = [v for v in spec if isinstance(v, tuple | list) and list(v) == list(value)]
+            if not same:
                 return None
-            params[key] = json.dumps(plain)
+            params[key] = _label(same[0])
     return params
 
 
