@@ -46,9 +46,7 @@ def otsu_labels(image: np.ndarray) -> np.ndarray:
 def load_model(spec: str) -> tuple[str, Segmenter]:
     """``LABEL=MODEL`` (or just ``MODEL``) as a label and a loaded segmenter."""
     name, _, path = spec.rpartition("=")
-    if path.endswith(".safetensors"):
-        return name or path, Segmenter.load(path, backend="torch")
-    return name or path, pretrained(path, backend="torch")
+    return name or path, pretrained(path, backend="torch")  # a shipped name or a file
 
 
 def summarise(truths: dict, preds: dict, kinds: dict) -> dict[str, float]:
