@@ -145,8 +145,9 @@ def predict_labels(
     (30, 30)
     """
     if diameter is None:
-        probs = predict_probabilities(predict, image, preset, stats=stats)
-        return to_instances(probs, preset.inference)
+        x = normalize(as_rgb(image), stats)
+        ((probs, labels),) = _predict_with_labels(predict, [x], preset, 1)
+        return to_instances(probs, preset.inference) if labels is None else labels
     factor = diameter_factor(diameter, preset.inference)
     x = normalize(as_rgb(image), stats)
     scaled = resize(x, _scaled_shape(x, factor), order=1) if factor != 1.0 else x
@@ -250,6 +251,35 @@ def predict_batch(
     return _predict_normalised(predict, xs, preset, batch_size)
 
 
+def predict_labels_batch(
+    predict: PredictFn,
+    images: Sequence[np.ndarray],
+    preset: Preset,
+    *,
+    batch_size: int = BATCH_SIZE,
+) -> list[np.ndarray]:
+    """Instance labels for several images: :func:`predict_batch`, then post-processing.
+
+    Each result is what :func:`predict_labels` gives for that image alone. With
+    ``inference.auto_scale``, an image that is not predicted a second time keeps the labels
+    its first prediction was measured with instead of post-processing it again.
+
+    Examples
+    --------
+    >>> from nucleuseg.config import get_preset
+    >>> image = np.zeros((30, 30), np.uint8); image[5:12, 5:12] = 200
+    >>> [int(labels.max()) for labels in predict_labels_batch(
+    ...     lambda batch: batch[..., :3], [image, image.T], get_preset("default"))]
+    [1, 1]
+    """
+    batch_size = check_batch_size(batch_size)
+    xs = [normalize(as_rgb(image, f"images[{i}]")) for i, image in enumerate(images)]
+    return [
+        to_instances(probs, preset.inference) if labels is None else labels
+        for probs, labels in _predict_with_labels(predict, xs, preset, batch_size)
+    ]
+
+
 def check_batch_size(batch_size: int, name: str = "batch_size") -> int:
     """``batch_size`` as an ``int`` when it is a positive integer.
 
@@ -288,27 +318,45 @@ def rescale_factor(probs: np.ndarray, inference: InferenceConfig) -> float:
     """
     if not inference.auto_scale:
         return 1.0
-    radius = median_radius(to_instances(probs, inference))
-    return zoom_to_radius(radius, inference.target_radius)
+    return _labels_zoom(to_instances(probs, inference), inference)
+
+
+def _labels_zoom(labels: np.ndarray, inference: InferenceConfig) -> float:
+    return zoom_to_radius(median_radius(labels), inference.target_radius)
 
 
 def _predict_normalised(
     predict: PredictFn, xs: list[np.ndarray], preset: Preset, batch_size: int
 ) -> list[np.ndarray]:
     """Steps 2 to 4 of the module docstring for normalised ``(H, W, 3)`` images."""
+    return [probs for probs, _ in _predict_with_labels(predict, xs, preset, batch_size)]
+
+
+def _predict_with_labels(
+    predict: PredictFn, xs: list[np.ndarray], preset: Preset, batch_size: int
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Steps 2 to 4, each image's probabilities with its labels where step 4 already found them.
+
+    Auto-scale post-processes every first prediction to measure its nuclei; where that
+    prediction is kept (no second scale), its labels are those of step 5 and are returned, so
+    that they are not computed twice. Elsewhere the labels are ``None``.
+    """
     size = preset.training.resize
     if size:
         small = [resize(x, (size, size), order=1) for x in xs]
         probs = _predict_arrays(predict, small, preset, batch_size)
-        return [_resize_back(p, x.shape[:2]) for p, x in zip(probs, xs, strict=True)]
+        return [(_resize_back(p, x.shape[:2]), None) for p, x in zip(probs, xs, strict=True)]
     probs = _predict_arrays(predict, xs, preset, batch_size)
-    factors = [rescale_factor(p, preset.inference) for p in probs]
+    if not preset.inference.auto_scale:
+        return [(p, None) for p in probs]
+    labels: list[np.ndarray | None] = [to_instances(p, preset.inference) for p in probs]
+    factors = [_labels_zoom(lab, preset.inference) for lab in labels]  # type: ignore[arg-type]
     again = [i for i, factor in enumerate(factors) if factor != 1.0]
     if again:
         scaled = [resize(xs[i], _scaled_shape(xs[i], factors[i]), order=1) for i in again]
         for i, p in zip(again, _predict_arrays(predict, scaled, preset, batch_size), strict=True):
-            probs[i] = _resize_back(p, xs[i].shape[:2])
-    return probs
+            probs[i], labels[i] = _resize_back(p, xs[i].shape[:2]), None
+    return list(zip(probs, labels, strict=True))
 
 
 def _predict_arrays(

@@ -28,10 +28,10 @@ from nucleuseg.inference import (
     check_batch_size,
     predict_batch,
     predict_labels,
+    predict_labels_batch,
     predict_probabilities,
 )
 from nucleuseg.large import LargeResult, segment_large
-from nucleuseg.postprocess import to_instances
 from nucleuseg.progress import progress_bar
 from nucleuseg.training import EpochRecord, History, train
 from nucleuseg.tuning import TuningResult, tune_postprocessing
@@ -234,8 +234,10 @@ class Segmenter:
         cost, as on a GPU; on a CPU one image per call (the default) was as fast or faster.
         """
         return {
-            sample.image_id: to_instances(probs, self.preset.inference)
-            for sample, probs in self._probabilities(images, "predicting", progress, batch_size)
+            sample.image_id: labels
+            for sample, labels in self._predictions(
+                images, "predicting", progress, batch_size, labels=True
+            )
         }
 
     def evaluate(
@@ -247,15 +249,23 @@ class Segmenter:
         validation set with this.
         """
         truths, preds = {}, {}
-        for sample, probs in self._probabilities(dataset, "evaluating", progress, batch_size):
+        for sample, labels in self._predictions(
+            dataset, "evaluating", progress, batch_size, labels=True
+        ):
             truths[sample.image_id] = sample.labels
-            preds[sample.image_id] = to_instances(probs, self.preset.inference)
+            preds[sample.image_id] = labels
         return metrics.score_dataset(truths, preds)
 
-    def _probabilities(
-        self, samples: Iterable[Sample], what: str, progress: bool, batch_size: int
+    def _predictions(
+        self,
+        samples: Iterable[Sample],
+        what: str,
+        progress: bool,
+        batch_size: int,
+        labels: bool = False,
     ) -> Iterator[tuple[Sample, np.ndarray]]:
-        """``(sample, probabilities)`` in order, read ahead a few batches at a time."""
+        """``(sample, probabilities)``, or ``(sample, labels)`` with ``labels``, in order, read
+        ahead a few batches at a time."""
         batch_size = check_batch_size(batch_size)
         total = len(samples) if hasattr(samples, "__len__") else None
         chunk: list[Sample] = []
@@ -264,16 +274,17 @@ class Segmenter:
             chunk.append(sample)
             pixels += sample.image.shape[0] * sample.image.shape[1]
             if len(chunk) >= _READ_AHEAD_BATCHES * batch_size or pixels >= _READ_AHEAD_PIXELS:
-                yield from self._predict_chunk(chunk, batch_size)
+                yield from self._predict_chunk(chunk, batch_size, labels)
                 chunk, pixels = [], 0
-        yield from self._predict_chunk(chunk, batch_size)
+        yield from self._predict_chunk(chunk, batch_size, labels)
 
     def _predict_chunk(
-        self, chunk: list[Sample], batch_size: int
+        self, chunk: list[Sample], batch_size: int, labels: bool
     ) -> Iterator[tuple[Sample, np.ndarray]]:
         images = [sample.image for sample in chunk]
-        probs = predict_batch(self.network.predict, images, self.preset, batch_size=batch_size)
-        yield from zip(chunk, probs, strict=True)
+        predict = predict_labels_batch if labels else predict_batch
+        out = predict(self.network.predict, images, self.preset, batch_size=batch_size)
+        yield from zip(chunk, out, strict=True)
 
     def tune(
         self, validation: Dataset, progress: bool = True, batch_size: int = 1, **grid
@@ -287,7 +298,7 @@ class Segmenter:
         :meth:`predict_many`.
         """
         probs, truths = {}, {}
-        for sample, p in self._probabilities(validation, "tuning", progress, batch_size):
+        for sample, p in self._predictions(validation, "tuning", progress, batch_size):
             probs[sample.image_id] = p
             truths[sample.image_id] = sample.labels
         result = tune_postprocessing(probs, truths, self.preset.inference, **grid)

@@ -115,31 +115,67 @@ def test_batch_calls_hold_no_more_pixels_than_four_tiles(tiny_preset):
     assert calls == [4, 2]
 
 
-def test_batch_with_auto_scale_matches_one_at_a_time(tiny_preset):
-    def blobs(radius: int, size: int) -> np.ndarray:
-        yy, xx = np.mgrid[:size, :size]
-        image = np.zeros((size, size), np.uint8)
-        for cy, cx in ((size // 4, size // 4), (3 * size // 4, 3 * size // 4)):
-            image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 220
-        return image
+def _blobs(radius: int, size: int) -> np.ndarray:
+    """Two discs of ``radius`` in a ``size`` square."""
+    yy, xx = np.mgrid[:size, :size]
+    image = np.zeros((size, size), np.uint8)
+    for cy, cx in ((size // 4, size // 4), (3 * size // 4, 3 * size // 4)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 220
+    return image
 
-    def foreground(batch):  # the image itself is the foreground, no contours
-        fg = batch[..., :1]
-        return np.concatenate([fg, np.zeros_like(fg), np.zeros_like(fg)], axis=-1)
 
-    preset = tiny_preset.replace(
-        inference=tiny_preset.inference.replace(auto_scale=True, target_radius=10.0, min_size=0)
+def _foreground(batch: np.ndarray) -> np.ndarray:
+    """A stand-in whose foreground is the image itself, with no contours."""
+    fg = batch[..., :1]
+    return np.concatenate([fg, np.zeros_like(fg), np.zeros_like(fg)], axis=-1)
+
+
+def _auto_scaled(preset):
+    return preset.replace(
+        inference=preset.inference.replace(auto_scale=True, target_radius=10.0, min_size=0)
     )
-    # zoomed 2x, 1x (left alone), 2x and 0.5x
-    images = [blobs(3, 48), blobs(10, 60), blobs(3, 48), blobs(30, 200)]
+
+
+# zoomed 2x, 1x (left alone), 2x and 0.5x by auto-scale at radius 10
+_BLOBS = [(3, 48), (10, 60), (3, 48), (30, 200)]
+
+
+def test_batch_with_auto_scale_matches_one_at_a_time(tiny_preset):
+    preset = _auto_scaled(tiny_preset)
+    images = [_blobs(*args) for args in _BLOBS]
     calls: list[int] = []
-    batched = inference.predict_batch(_counting(foreground, calls), images, preset, batch_size=8)
+    batched = inference.predict_batch(_counting(_foreground, calls), images, preset, batch_size=8)
     single: list[int] = []
     for image, probs in zip(images, batched, strict=True):
-        alone = inference.predict_probabilities(_counting(foreground, single), image, preset)
+        alone = inference.predict_probabilities(_counting(_foreground, single), image, preset)
         assert probs.shape == (*image.shape, 3)
         assert np.array_equal(probs, alone)
     assert len(calls) == len(single) - 1  # the two 48 x 48 images shared their first call
+
+
+def test_labels_of_an_image_auto_scale_leaves_alone_are_found_once(tiny_preset, monkeypatch):
+    preset = _auto_scaled(tiny_preset)
+    images = [_blobs(*args) for args in _BLOBS]
+    expected = [
+        to_instances(p, preset.inference)
+        for p in inference.predict_batch(_foreground, images, preset)
+    ]
+    post_processed: list[tuple[int, int]] = []
+
+    def counted(probs, config=None):
+        post_processed.append(probs.shape[:2])
+        return to_instances(probs, config)
+
+    monkeypatch.setattr(inference, "to_instances", counted)
+    found = inference.predict_labels_batch(_foreground, images, preset, batch_size=2)
+    for labels, want in zip(found, expected, strict=True):
+        assert np.array_equal(labels, want)
+        assert int(labels.max()) == 2
+    # each image once to measure its nuclei, then again only the three predicted at a new scale
+    assert len(post_processed) == len(images) + 3
+    post_processed.clear()
+    alone = inference.predict_labels(_foreground, images[1], preset)
+    assert np.array_equal(alone, expected[1]) and len(post_processed) == 1
 
 
 @pytest.mark.parametrize("radius, factor", [(3, 2.0), (10, 1.0), (14, 1.0), (30, 0.5)])
