@@ -241,14 +241,24 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 def fill_holes(labels: np.ndarray) -> np.ndarray:
     """Fill background holes fully enclosed by a single nucleus, in one pass over the image."""
-    holes = ndi.binary_fill_holes(labels > 0) & (labels == 0)
+    # Holes: the 4-connected parts of the background that do not reach the image's edge.
+    background, _ = ndi.label(labels == 0)
+    edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    outside = np.zeros(int(background.max()) + 1, bool)
+    outside[edge] = True
+    outside[0] = True
+    holes = ~outside[background]
     if not holes.any():
         return labels
     # Each hole takes the label of its nearest labelled pixel (all of them, for a hole inside one
-    # nucleus).
-    _, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    # nucleus). Those pixels enclose the holes, so the distance transform needs only the holes'
+    # bounding box and a margin of one pixel.
+    rows, cols = np.nonzero(holes)
+    top, left = max(rows.min() - 1, 0), max(cols.min() - 1, 0)
+    window = np.s_[top : rows.max() + 2, left : cols.max() + 2]
+    _, (iy, ix) = ndi.distance_transform_edt(labels[window] == 0, return_indices=True)
     filled = labels.copy()
-    filled[holes] = labels[iy[holes], ix[holes]]
+    filled[rows, cols] = labels[window][iy[rows - top, cols - left], ix[rows - top, cols - left]]
     return filled
 
 

@@ -4,10 +4,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage as ndi
 
 from nucleuseg.config import InferenceConfig
 from nucleuseg.errors import InputError
-from nucleuseg.postprocess import check_probabilities, components, to_instances, watershed_split
+from nucleuseg.postprocess import (
+    check_probabilities,
+    components,
+    fill_holes,
+    to_instances,
+    watershed_split,
+)
 from nucleuseg.tiling import pad_to_multiple, predict_tiled
 from nucleuseg.transforms import as_rgb, normalization_stats, normalize
 
@@ -110,3 +117,30 @@ def test_postprocess_removes_small_objects_and_fills_holes():
 def test_watershed_falls_back_for_one_channel():
     probs = _touching_pair()[..., :1]
     assert to_instances(probs, InferenceConfig(postprocess="watershed")).max() == 1
+
+
+def test_fill_holes_fills_exactly_the_enclosed_background():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        shape = tuple(int(n) for n in rng.integers(1, 25, 2))
+        labels, _ = ndi.label(rng.random(shape) < 0.6)
+        labels = labels.astype(np.int32)
+        filled = fill_holes(labels)
+        holes = ndi.binary_fill_holes(labels > 0) & (labels == 0)
+        assert np.array_equal(filled > 0, (labels > 0) | holes)
+        assert np.array_equal(filled[labels > 0], labels[labels > 0])
+        # a hole pixel takes the label of a labelled pixel as near as any other
+        distance = ndi.distance_transform_edt(labels == 0)
+        for y, x in zip(*np.nonzero(holes), strict=True):
+            ys, xs = np.nonzero(labels == filled[y, x])
+            assert np.hypot(ys - y, xs - x).min() == pytest.approx(distance[y, x])
+
+
+def test_fill_holes_gives_a_hole_between_two_nuclei_to_the_nearer():
+    labels = np.zeros((7, 9), np.int32)
+    labels[1:6, 1:5] = 1
+    labels[1:6, 5:8] = 2
+    labels[3, 3:7] = 0  # a hole across the border of the two
+    assert fill_holes(labels)[3, 3:7].tolist() == [1, 1, 2, 2]
+    labels[3, 0:3] = 0  # now open to the image's edge: not a hole
+    assert np.array_equal(fill_holes(labels), labels)
