@@ -3,11 +3,12 @@
 Usage::
 
     python benchmarks/batch_inference.py [PATH] [--images 60] [--batch-size 8] [--backend torch]
-        [--model nuclei.safetensors] [--repeats 2]
+        [--model nuclei.safetensors] [--repeats 2] [--shape 520x696]
 
 PATH is a DSB folder in Kaggle's layout; by default ``stage1_train`` under ``$NUCLEUSEG_DSB`` when
 that is set, else ``../shared/data/dsb2018/stage1_train`` (the folder beside the checkout). The
-first ``--images`` images (in id order, a mix of DSB's sizes and kinds) are decoded once, then
+first ``--images`` images (in id order, a mix of DSB's sizes and kinds; with ``--shape``, only
+images of that height and width) are decoded once, then
 predicted by ``Segmenter.predict_many`` in the same process: with ``batch_size=1`` (one image per
 network call, as ``Segmenter.predict`` does) and with ``--batch-size`` (same-shape images stacked
 into one call, see :func:`nucleuseg.inference.predict_batch`). Each mode runs once untimed (the
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="torch", help="backend to run on (default torch)")
     parser.add_argument("--model", help="a trained model file (default: a fresh network)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per mode (best kept)")
+    parser.add_argument("--shape", help="only images of this shape, as HxW (e.g. 520x696)")
     args = parser.parse_args(argv)
     if min(args.images, args.batch_size, args.repeats) < 1:
         parser.error("--images, --batch-size and --repeats must be positive")
@@ -53,7 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     dataset = open_dsb(args.path)
     if dataset is None:
         return 2
-    samples = [dataset[i] for i in dataset.ids[: args.images]]
+    ids = dataset.ids
+    if args.shape:
+        try:
+            shape = tuple(int(n) for n in args.shape.lower().split("x"))
+        except ValueError:
+            parser.error(f"--shape must be HxW, got {args.shape!r}")
+        ids = [i for i in ids if tuple(dataset.info(i)["shape"]) == shape]
+        if not ids:
+            parser.error(f"no image of {dataset.root} has the shape {args.shape}")
+    samples = [dataset[i] for i in ids[: args.images]]
     images = in_memory(samples, dataset.name)
 
     try:
@@ -114,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {n_calls} | {network:.2f} | {end_to_end:.2f} |")
     (_, _, net1, e2e1), (_, _, net2, e2e2) = rows
     print(f"| ratio | | {net2 / net1:.2f}x | {e2e2 / e2e1:.2f}x |")
+    print(f"network share of the end-to-end time, one at a time: {e2e1 / net1:.0%}")
     return 0
 
 

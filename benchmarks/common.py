@@ -30,6 +30,8 @@ def cpu_summary() -> str:
         return f"{model} (no /proc/cpuinfo: CPU flags unknown), {os.cpu_count()} cores"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     marks = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in ("avx2", "avx512f"))
+    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" or os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        marks += " (AVX-512 off: libraries kept to AVX2 by avx2_only.py's variables)"
     return f"{model}; {marks}; {cores} cores"
 
 
