@@ -9,8 +9,8 @@ store, and segmented block by block on Dask:
    :func:`nucleuseg.transforms.normalization_stats` takes of an image held in memory).
 2. **Predict.** Each block of ``block x block`` pixels is read with a ``halo`` of context on every
    side (the window) and goes through the one inference path,
-   :func:`nucleuseg.inference.predict_probabilities` and
-   :func:`nucleuseg.postprocess.to_instances`. The window's label image is kept in a small,
+   :func:`nucleuseg.inference.predict_labels` (the probabilities, then
+   :func:`nucleuseg.postprocess.to_instances`). The window's label image is kept in a small,
    compressed work file, written atomically: the file is the record that the block is done.
 3. **Stitch.** Only a block's own pixels (its core) go to the output, so a nucleus crossing a
    block border starts as one label per block it touches. Two neighbouring windows (diagonal
@@ -67,8 +67,7 @@ from nucleuseg._atomic import atomic_save, atomic_write
 from nucleuseg._extras import require
 from nucleuseg.config import Preset
 from nucleuseg.errors import ImageReadError, InputError
-from nucleuseg.inference import predict_probabilities
-from nucleuseg.postprocess import to_instances
+from nucleuseg.inference import predict_labels
 from nucleuseg.tiling import PredictFn
 from nucleuseg.transforms import NormalizationStats, as_rgb, normalization_stats
 
@@ -468,8 +467,7 @@ def _predict_block(
     work: Path,
 ) -> None:
     image = src.read(*b.window)
-    probs = predict_probabilities(predict, image, preset, stats=stats)
-    labels = to_instances(probs, preset.inference)
+    labels = predict_labels(predict, image, preset, stats=stats)
     core = np.unique(labels[b.inner])
     _save(
         _work_file(work, b),
