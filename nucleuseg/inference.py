@@ -145,9 +145,7 @@ def predict_labels(
     (30, 30)
     """
     if diameter is None:
-        x = normalize(as_rgb(image), stats)
-        ((probs, labels),) = _predict_with_labels(predict, [x], preset, 1)
-        return to_instances(probs, preset.inference) if labels is None else labels
+        return _labels_normalised(predict, [normalize(as_rgb(image), stats)], preset, 1)[0]
     factor = diameter_factor(diameter, preset.inference)
     x = normalize(as_rgb(image), stats)
     scaled = resize(x, _scaled_shape(x, factor), order=1) if factor != 1.0 else x
@@ -274,10 +272,7 @@ def predict_labels_batch(
     """
     batch_size = check_batch_size(batch_size)
     xs = [normalize(as_rgb(image, f"images[{i}]")) for i, image in enumerate(images)]
-    return [
-        to_instances(probs, preset.inference) if labels is None else labels
-        for probs, labels in _predict_with_labels(predict, xs, preset, batch_size)
-    ]
+    return _labels_normalised(predict, xs, preset, batch_size)
 
 
 def check_batch_size(batch_size: int, name: str = "batch_size") -> int:
@@ -330,6 +325,16 @@ def _predict_normalised(
 ) -> list[np.ndarray]:
     """Steps 2 to 4 of the module docstring for normalised ``(H, W, 3)`` images."""
     return [probs for probs, _ in _predict_with_labels(predict, xs, preset, batch_size)]
+
+
+def _labels_normalised(
+    predict: PredictFn, xs: list[np.ndarray], preset: Preset, batch_size: int
+) -> list[np.ndarray]:
+    """Steps 2 to 5 for normalised ``(H, W, 3)`` images: their instance labels."""
+    return [
+        to_instances(probs, preset.inference) if labels is None else labels
+        for probs, labels in _predict_with_labels(predict, xs, preset, batch_size)
+    ]
 
 
 def _predict_with_labels(
