@@ -69,13 +69,15 @@ def main() -> int:
     predictors = {"hematoxylin Otsu (baseline)": hematoxylin_otsu}
     for name in args.models:
         predictors[name] = pretrained(name).predict
+    val_truths = {s.image_id: s.labels for s in samples}
+    tissue_truths = {s.image_id: s.labels for s in tissue}
     for name, predict in predictors.items():
         val_score = metrics.score_dataset(
-            {s.image_id: s.labels for s in samples}, {s.image_id: predict(s.image) for s in samples}
+            val_truths, {s.image_id: predict(s.image) for s in samples}
         )
         by_kind = val_score.by_kind(kinds)
         tissue_score = metrics.score_dataset(
-            {s.image_id: s.labels for s in tissue}, {s.image_id: predict(s.image) for s in tissue}
+            tissue_truths, {s.image_id: predict(s.image) for s in tissue}
         )
         cells = " | ".join(f"{by_kind[k]:.3f}" for k in order)
         print(f"| {name} | {val_score.score:.3f} | {cells} | {tissue_score.score:.3f} |")

@@ -256,9 +256,11 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     rows, cols = np.nonzero(holes)
     top, left = max(rows.min() - 1, 0), max(cols.min() - 1, 0)
     window = np.s_[top : rows.max() + 2, left : cols.max() + 2]
-    _, (iy, ix) = ndi.distance_transform_edt(labels[window] == 0, return_indices=True)
+    crop = labels[window]
+    _, (iy, ix) = ndi.distance_transform_edt(crop == 0, return_indices=True)
+    inside = (rows - top, cols - left)
     filled = labels.copy()
-    filled[rows, cols] = labels[window][iy[rows - top, cols - left], ix[rows - top, cols - left]]
+    filled[rows, cols] = crop[iy[inside], ix[inside]]
     return filled
 
 
