@@ -1,9 +1,11 @@
 """The ``nucleuseg`` command line.
 
-``nucleuseg demo`` trains a small U-Net on built-in synthetic nuclei and scores it (no download, no
-arguments). ``train``, ``evaluate``, ``predict``, ``submit`` and ``score`` cover the DSB 2018
-workflow on real folders; ``backends`` lists the frameworks found. ``nucleuseg COMMAND --help``
-documents each.
+``nucleuseg demo`` segments built-in sample images with a shipped model and scores them (no
+download, no arguments; ``--train`` trains a small U-Net instead). ``train``, ``evaluate``,
+``tune``, ``predict``, ``submit`` and ``score`` cover the DSB 2018 workflow on real folders;
+``search`` runs a hyperparameter search, ``export`` writes ONNX or a bioimage.io package,
+``average`` averages the weights of fine-tuned models, ``models`` lists the shipped models and
+``backends`` the frameworks found. ``nucleuseg COMMAND --help`` documents each.
 """
 
 from __future__ import annotations
@@ -314,6 +316,19 @@ def _parser() -> argparse.ArgumentParser:
         help="bioimageio: nuclei brighter (fluorescence) or darker (brightfield, H&E, inverted) "
         "than the background (default bright)",
     )
+
+    av = sub.add_parser(
+        "average",
+        help="average the weights of models of one network (fine-tunings from a common start)",
+    )
+    av.add_argument("models", nargs="+", help="two or more model files or shipped models' names")
+    av.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        help="one weight per model, non-negative, summing to 1 (default: equal)",
+    )
+    av.add_argument("--out", required=True, help="model file to write (.safetensors)")
 
     mo = sub.add_parser("models", help="list the shipped pretrained models, or print one's card")
     mo.add_argument("name", nargs="?", help="a shipped model: print its model card")
@@ -744,6 +759,19 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_average(args) -> int:
+    from nucleuseg.averaging import average_models
+    from nucleuseg.checkpoint import save_model
+
+    _output_file(args.out, "--out")
+    model = average_models(args.models, args.weights)
+    save_model(args.out, model.weights, model.preset, model.backend)
+    weights = args.weights or [1 / len(args.models)] * len(args.models)
+    terms = " + ".join(f"{w:g} x {m}" for w, m in zip(weights, args.models, strict=True))
+    print(f"{terms} -> {args.out}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from nucleuseg.backends import default_backend
     from nucleuseg.demo import run_demo, run_pretrained_demo
@@ -769,6 +797,7 @@ COMMANDS = {
     "demo": _cmd_demo,
     "search": _cmd_search,
     "export": _cmd_export,
+    "average": _cmd_average,
 }
 
 
