@@ -3,7 +3,9 @@
 The network is any callable ``predict(batch) -> probabilities`` on NHWC ``float32`` arrays
 (a backend's :meth:`~nucleuseg.backends.base.Network.predict`). Images up to ``tile`` pixels on a
 side are predicted whole; larger ones in overlapping tiles whose outputs are blended with weights
-that fall off towards each tile's edge, so no seam shows. The pipeline around this (normalisation,
+that fall off towards each tile's edge, so no seam shows. The tiles are no larger than the
+image needs (:func:`fitted_tile`): an image a little over ``tile`` on a side is cut into tiles
+of about half its side, not into full tiles that compute most of it twice. The pipeline around this (normalisation,
 resizing, auto-scale, batches of images, post-processing) is :mod:`nucleuseg.inference`.
 """
 
@@ -60,9 +62,17 @@ def pad_to_multiple(
     return padded, (height, width)
 
 
+def _stride(tile: int, overlap: int, multiple: int) -> int:
+    """The longest step between tile starts, snapped to ``multiple``, that keeps ``overlap``."""
+    return max(multiple, (tile - overlap) // multiple * multiple)
+
+
 def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
     """Start offsets of the fewest tiles of size ``tile`` that cover ``length`` with at least
     ``overlap`` pixels shared by neighbours, spread evenly and snapped to ``multiple``.
+
+    The overlap holds when ``length`` and ``tile`` are multiples of ``multiple`` (as they are in
+    :func:`predict_tiled`, which pads the image first).
 
     Examples
     --------
@@ -73,19 +83,46 @@ def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list
     """
     if length <= tile:
         return [0]
-    count = -(-(length - overlap) // (tile - overlap))
     last = length - tile
+    count = -(-last // _stride(tile, overlap, multiple)) + 1
     starts = [round(k * last / (count - 1)) // multiple * multiple for k in range(count - 1)]
     return [*starts, last]
 
 
-def _blend_window(tile: int, overlap: int) -> np.ndarray:
-    ramp = np.ones(tile, np.float32)
-    if overlap:
-        edge = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-        ramp[:overlap] = edge
-        ramp[-overlap:] = edge[::-1]
-    return np.outer(ramp, ramp)[..., None]
+def fitted_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The smallest tile side, a multiple of ``multiple`` and at most ``tile``, that covers
+    ``length`` with as few tiles as ``tile`` itself needs (:func:`tile_starts`).
+
+    A side a little longer than ``tile`` needs two tiles; two full tiles would compute almost
+    twice its pixels, two fitted ones only the side plus the overlap. ``tile`` is assumed to be
+    a multiple of ``multiple``.
+
+    Examples
+    --------
+    >>> fitted_tile(1040, 1024, 64, 16)  # two tiles of 560, not two of 1024
+    560
+    >>> fitted_tile(600, 1024, 64, 16), fitted_tile(2048, 1024, 64, 16)
+    (1024, 736)
+    """
+    if length <= tile:
+        return tile
+    count = len(tile_starts(length, tile, overlap, multiple))
+    side = -(-length // count // multiple) * multiple
+    while side < tile and side + (count - 1) * _stride(side, overlap, multiple) < length:
+        side += multiple
+    return min(side, tile)
+
+
+def _blend_window(height: int, width: int, overlap: int) -> np.ndarray:
+    def ramp(n: int) -> np.ndarray:
+        r = np.ones(n, np.float32)
+        if overlap:
+            edge = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+            r[:overlap] = np.minimum(r[:overlap], edge)
+            r[-overlap:] = np.minimum(r[-overlap:], edge[::-1])
+        return r
+
+    return np.outer(ramp(height), ramp(width))[..., None]
 
 
 def tile_size(tile: int, multiple: int) -> int:
@@ -164,14 +201,15 @@ def predict_tiled(
     tile = tile_size(tile, multiple)
     padded, (height, width) = pad_to_multiple(x, multiple)
     ph, pw = padded.shape[:2]
-    tile_h, tile_w = min(tile, ph), min(tile, pw)
+    tile_h = min(ph, fitted_tile(ph, tile, overlap, multiple))
+    tile_w = min(pw, fitted_tile(pw, tile, overlap, multiple))
     ys = tile_starts(ph, tile_h, overlap, multiple)
     xs = tile_starts(pw, tile_w, overlap, multiple)
     windows = [(y, x0) for y in ys for x0 in xs]
     if len(windows) == 1:
         weight = np.ones((tile_h, tile_w, 1), np.float32)
     else:
-        weight = _blend_window(tile, overlap)[:tile_h, :tile_w]
+        weight = _blend_window(tile_h, tile_w, overlap)
 
     out = None
     total = np.zeros((ph, pw, 1), np.float32)

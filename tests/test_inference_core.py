@@ -1,5 +1,7 @@
 """Normalisation, tiling and post-processing: the framework-free half of prediction."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,7 +17,7 @@ from nucleuseg.postprocess import (
     to_instances,
     watershed_split,
 )
-from nucleuseg.tiling import pad_to_multiple, predict_tiled
+from nucleuseg.tiling import fitted_tile, pad_to_multiple, predict_tiled, tile_starts
 from nucleuseg.transforms import as_rgb, normalization_stats, normalize
 
 
@@ -74,6 +76,35 @@ def test_predict_tiled_reproduces_a_pointwise_network(shape, tta):
     out = predict_tiled(net, x, 16, tile=64, overlap=16, tta=tta)
     assert out.shape == (*shape, 2)
     assert np.allclose(out, x[..., :2] * 0.5, atol=1e-6)
+
+
+@given(st.integers(1, 5000), st.sampled_from([64, 256, 1024]), st.sampled_from([1, 16]))
+@settings(max_examples=200, deadline=None)
+def test_fitted_tiles_are_as_few_cover_the_side_and_keep_the_overlap(length, tile, multiple):
+    length = -(-length // multiple) * multiple  # predict_tiled pads to the multiple first
+    overlap = tile // 8
+    fitted = fitted_tile(length, tile, overlap, multiple)
+    assert fitted % multiple == 0 and fitted <= tile
+    full = tile_starts(length, tile, overlap, multiple)
+    starts = tile_starts(length, min(fitted, length), overlap, multiple)
+    assert len(starts) == len(full)
+    assert starts[0] == 0 and starts[-1] + min(fitted, length) == length
+    shared = [min(fitted, length) - (b - a) for a, b in itertools.pairwise(starts)]
+    assert all(s >= overlap for s in shared)
+
+
+def test_a_side_just_over_the_tile_is_not_computed_twice():
+    # a 1040 x 1392 image (a 520 x 696 DSB image zoomed twice by auto-scale) in tiles of 1024
+    seen = []
+
+    def net(batch):
+        seen.append(batch.shape[0] * batch.shape[1] * batch.shape[2])
+        return batch[..., :1]
+
+    x = np.random.default_rng(2).random((1040, 1392, 3)).astype(np.float32)
+    out = predict_tiled(net, x, 16, tile=1024, overlap=64)
+    assert np.allclose(out, x[..., :1], atol=1e-6)
+    assert sum(seen) < 1.2 * x.shape[0] * x.shape[1]  # full tiles of 1024 would be 2.9x
 
 
 def test_probabilities_are_validated():
