@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/he_scores.py [--data stage1_train] [--models dsb2018 he] [--tissue 30]
+    python benchmarks/he_scores.py [--data stage1_train] [--models nuclei dsb2018 he] [--tissue 30]
 
 Each model (shipped names or model files) predicts the validation part of the DSB folder (the
 stratified split ``--val-fraction 0.15 --seed 0`` that ``nucleuseg train`` and the model cards
@@ -46,41 +46,58 @@ def hematoxylin_otsu(image: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+#: The DSB image kinds of the table's columns, in order.
+KINDS = ("fluorescence", "brightfield", "histology")
+
+
+class Table:
+    """The validation part of a DSB folder and ``tissue`` synthetic dense H&E tissue images,
+    scored per kind for one predictor after another, as Markdown rows."""
+
+    def __init__(self, data: str | None, tissue: int):
+        dataset = open_dsb(data, masks=True)
+        if dataset is None:
+            raise SystemExit(2)
+        _, val = dataset.split(0.15, seed=0)
+        self.samples = list(val)
+        self.kinds = val.kinds()
+        self.tissue = list(make_synthetic(tissue, size=512, seed=1000, kinds=["tissue"]))
+
+    def header(self, first: str = "model") -> str:
+        counts = {k: sum(self.kinds[s.image_id] == k for s in self.samples) for k in KINDS}
+        columns = " | ".join(f"{k} ({counts[k]})" for k in KINDS)
+        return (
+            f"| {first} | DSB score ({len(self.samples)}) | {columns} | "
+            f"synthetic tissue ({len(self.tissue)}) |\n|---|---|---|---|---|---|"
+        )
+
+    def row(self, name: str, predict) -> str:
+        """The Markdown row of ``predict`` (image -> labels)."""
+        truths = {s.image_id: s.labels for s in self.samples}
+        val_score = metrics.score_dataset(
+            truths, {s.image_id: predict(s.image) for s in self.samples}
+        )
+        by_kind = val_score.by_kind(self.kinds)
+        tissue_score = metrics.score_dataset(
+            {s.image_id: s.labels for s in self.tissue},
+            {s.image_id: predict(s.image) for s in self.tissue},
+        )
+        cells = " | ".join(f"{by_kind[k]:.3f}" for k in KINDS)
+        return f"| {name} | {val_score.score:.3f} | {cells} | {tissue_score.score:.3f} |"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="DSB folder (default: stage1_train under $NUCLEUSEG_DSB)")
-    parser.add_argument("--models", nargs="+", default=["dsb2018", "he"])
+    parser.add_argument("--models", nargs="+", default=["nuclei", "dsb2018", "he"])
     parser.add_argument("--tissue", type=int, default=30, help="synthetic tissue images")
     args = parser.parse_args()
     print(cpu_summary())
-
-    dataset = open_dsb(args.data, masks=True)
-    if dataset is None:
-        return 2
-    _, val = dataset.split(0.15, seed=0)
-    samples = list(val)
-    kinds = val.kinds()
-    tissue = list(make_synthetic(args.tissue, size=512, seed=1000, kinds=["tissue"]))
-    order = ("fluorescence", "brightfield", "histology")
-    counts = {k: sum(kinds[s.image_id] == k for s in samples) for k in order}
-    header = " | ".join(f"{k} ({counts[k]})" for k in order)
-    print(f"| model | DSB score ({len(samples)}) | {header} | synthetic tissue ({len(tissue)}) |")
-    print("|---|---|---|---|---|---|")
-    predictors = {"hematoxylin Otsu (baseline)": hematoxylin_otsu}
+    table = Table(args.data, args.tissue)
+    print(table.header())
+    print(table.row("hematoxylin Otsu (baseline)", hematoxylin_otsu), flush=True)
     for name in args.models:
-        predictors[name] = pretrained(name).predict
-    val_truths = {s.image_id: s.labels for s in samples}
-    tissue_truths = {s.image_id: s.labels for s in tissue}
-    for name, predict in predictors.items():
-        val_score = metrics.score_dataset(
-            val_truths, {s.image_id: predict(s.image) for s in samples}
-        )
-        by_kind = val_score.by_kind(kinds)
-        tissue_score = metrics.score_dataset(
-            tissue_truths, {s.image_id: predict(s.image) for s in tissue}
-        )
-        cells = " | ".join(f"{by_kind[k]:.3f}" for k in order)
-        print(f"| {name} | {val_score.score:.3f} | {cells} | {tissue_score.score:.3f} |")
+        print(table.row(name, pretrained(name).predict), flush=True)
     return 0
 
 

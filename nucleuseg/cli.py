@@ -24,6 +24,7 @@ from nucleuseg.errors import (
     NucleusegError,
     RLEError,
 )
+from nucleuseg.models import DEFAULT_MODEL
 
 DEFAULT_VAL_FRACTION = 0.15
 
@@ -122,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", help="backend to use (default: the first installed)")
     _add_device(demo)
     demo.add_argument(
-        "--model", default="dsb2018", help="shipped model or model file (default dsb2018)"
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"shipped model or model file (default {DEFAULT_MODEL})",
     )
     demo.add_argument(
         "--train",

@@ -2,7 +2,7 @@
 
 Two demos:
 
-- :func:`run_pretrained_demo` (``nucleuseg demo``): the shipped model ``dsb2018`` segments a few
+- :func:`run_pretrained_demo` (``nucleuseg demo``): the shipped model ``nuclei`` segments a few
   built-in sample images (synthetic fluorescence, brightfield and H&E-like nuclei, written as PNG
   files), as ``nucleuseg predict`` would segment a user's: label images, overlays, a measurements
   table and a summary; the samples' true labels give each its DSB score. Seconds, no training.
@@ -40,7 +40,7 @@ SAMPLES = (
 
 
 def run_pretrained_demo(
-    model: str = "dsb2018",
+    model: str = "nuclei",
     backend: str | None = None,
     out: Path = Path("nucleuseg-demo"),
     device: str | int | None = None,

@@ -357,7 +357,7 @@ class Segmenter:
 
         Examples
         --------
-        >>> seg = Segmenter.pretrained("dsb2018", backend="flax")  # doctest: +SKIP
+        >>> seg = Segmenter.pretrained("nuclei", backend="flax")  # doctest: +SKIP
         >>> history = seg.fit(my_images, validation=my_validation, epochs=10)  # doctest: +SKIP
         >>> Segmenter.pretrained("no-such-model")
         Traceback (most recent call last):

@@ -543,6 +543,25 @@ def test_the_owner_s_model_is_listed_once_it_ships():
     assert all(info.path.parent == models.DIRECTORY for info in SHIPPED)
 
 
+def test_the_default_model_ships_and_is_for_every_kind():
+    info = models.get_model(models.DEFAULT_MODEL)
+    assert set(info.kinds) == {"fluorescence", "brightfield", "histology"}
+    assert cli._parser().parse_args(["demo"]).model == models.DEFAULT_MODEL
+
+
+def test_nuclei_is_the_average_its_card_names():
+    # the card's command, nucleuseg average dsb2018 he --weights 0.7 0.3, rebuilds the weights
+    from nucleuseg.averaging import average_models
+
+    card = models.get_model("nuclei").card
+    assert "average dsb2018 he --weights 0.7 0.3" in card["training"]["command"]
+    rebuilt = average_models(["dsb2018", "he"], [0.7, 0.3])
+    shipped = checkpoint.load_model(models.resolve_model("nuclei"))
+    assert shipped.preset == checkpoint.load_model(models.resolve_model("dsb2018")).preset
+    for key, value in shipped.weights.items():
+        np.testing.assert_allclose(value, rebuilt.weights[key], rtol=1e-6, atol=1e-7)
+
+
 # Each shipped model; while none ships, one case that checks the folder holds no card either.
 @pytest.mark.parametrize(
     "info", SHIPPED or [None], ids=lambda info: info.name if info else "none-shipped"

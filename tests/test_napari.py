@@ -2,8 +2,8 @@
 segments a synthetic image into a labels layer with measurements, the reader and writer round
 trip, the sample data, and the npe2 manifest.
 
-The model is the shipped ``dsb2018`` where it ships, else a tiny U-Net trained here for a few
-seconds on synthetic fluorescence images. The viewer tests skip, naming the extra, where napari
+The model is the shipped default (``nuclei``) where it ships, else a tiny U-Net trained here for a
+few seconds on synthetic fluorescence images. The viewer tests skip, naming the extra, where napari
 is missing (CI installs every extra).
 """
 
@@ -24,7 +24,7 @@ from nucleuseg import Segmenter
 from nucleuseg.data import read_labels, synthetic_sample, write_image
 from nucleuseg.errors import InputError
 from nucleuseg.metrics import dsb_score
-from nucleuseg.models import list_models
+from nucleuseg.models import DEFAULT_MODEL, list_models
 from nucleuseg.napari import (
     channel_choices,
     get_reader,
@@ -88,7 +88,7 @@ VIEWER_TESTS = (
 )
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "nucleuseg" / "napari" / "napari.yaml"
-SHIPPED = "dsb2018" in {info.name for info in list_models()}
+SHIPPED = DEFAULT_MODEL in {info.name for info in list_models()}
 #: What the widget's result must score against the truth: the shipped model is a real one;
 #: the stand-in is a tiny U-Net trained for seconds.
 BAR = 0.5 if SHIPPED else 0.15
@@ -96,14 +96,14 @@ BAR = 0.5 if SHIPPED else 0.15
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> tuple[str, str]:
-    """``(model, backend)``: the shipped dsb2018 model, or a tiny model file trained here."""
+    """``(model, backend)``: the shipped default model, or a tiny model file trained here."""
     from conftest import TRAINING, installed_backends
 
     installed = installed_backends()
     if not installed:
         pytest.skip("no backend installed")
     if SHIPPED:
-        return "dsb2018", "torch" if "torch" in installed else installed[0]
+        return DEFAULT_MODEL, "torch" if "torch" in installed else installed[0]
     from nucleuseg.config import get_preset
     from nucleuseg.data import make_synthetic
 

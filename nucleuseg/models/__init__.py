@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 #: The folder of the shipped models: this package's own folder. Nothing else is searched.
 DIRECTORY = Path(__file__).resolve().parent
 
+#: The shipped model used where none is named: ``nucleuseg demo``, the napari widget's first
+#: choice. The general model, for fluorescence, brightfield and H&E images.
+DEFAULT_MODEL = "nuclei"
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -445,7 +449,7 @@ def pretrained(name: str, backend: str | None = None, device: str | int | None =
 
     Examples
     --------
-    >>> seg = pretrained("dsb2018")  # doctest: +SKIP
+    >>> seg = pretrained("nuclei")  # doctest: +SKIP
     >>> labels = seg.predict(image)  # doctest: +SKIP
     >>> pretrained("no-such-model")
     Traceback (most recent call last):
@@ -585,6 +589,7 @@ def save_shipped(
 
 
 __all__ = [
+    "DEFAULT_MODEL",
     "DIRECTORY",
     "ModelInfo",
     "card_markdown",

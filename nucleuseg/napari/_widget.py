@@ -77,10 +77,10 @@ class SegmentNuclei(Container):
             PushButton,
         )
 
-        from nucleuseg.models import list_models
+        from nucleuseg.models import DEFAULT_MODEL, list_models
 
         self.viewer = napari_viewer
-        shipped = [info.name for info in list_models()]
+        shipped = sorted((info.name for info in list_models()), key=lambda n: n != DEFAULT_MODEL)
         self.model = ComboBox(label="model", choices=[*shipped, MODEL_FILE])
         self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors")
         self.backend = ComboBox(label="backend", choices=_backends())
