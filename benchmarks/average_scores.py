@@ -2,15 +2,16 @@
 
 Usage::
 
-    python benchmarks/average_scores.py [--data stage1_train] [--models dsb2018 he]
+    python benchmarks/average_scores.py --models FIRST SECOND [--data stage1_train]
         [--weights 0 0.1 0.2 0.3 0.4 0.5 1] [--tissue 30]
 
 For each weight ``w`` of ``--weights`` the two models are averaged as ``(1 - w) x first + w x
 second`` (:func:`nucleuseg.averaging.average_models`), and the average predicts what
 ``he_scores.py`` scores: the validation part of the DSB folder (``--val-fraction 0.15 --seed 0``)
 by image kind, and ``--tissue`` synthetic dense H&E tissue images never trained on. ``w = 0`` is
-the first model, ``w = 1`` the second. This is how the shipped ``nuclei`` model's weight (0.3 of
-``he``) was chosen.
+the first model, ``w = 1`` the second. ``--models dsb2018.safetensors he`` (the DSB 2018 model
+that ``he`` was trained from, see the models page) is how the shipped ``nuclei`` model's weight
+(0.3 of ``he``) was chosen.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from nucleuseg.models import pretrained
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="DSB folder (default: stage1_train under $NUCLEUSEG_DSB)")
-    parser.add_argument("--models", nargs=2, default=["dsb2018", "he"], metavar="MODEL")
+    parser.add_argument("--models", nargs=2, required=True, metavar="MODEL")
     parser.add_argument(
         "--weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0]
     )

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/finetune.py [--model dsb2018] [--kind tissue] [--train 40] [--test 20]
+    python benchmarks/finetune.py [--model nuclei] [--kind tissue] [--train 40] [--test 20]
         [--size 256] [--minutes 3] [--backend torch] [--seed 0] [--stain-augment]
 
 A small labelled set is drawn from the synthetic generator (by default ``tissue``: dense H&E
@@ -34,7 +34,7 @@ from nucleuseg.segmenter import Segmenter
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dsb2018", help="shipped model or model file")
+    parser.add_argument("--model", default="nuclei", help="shipped model or model file")
     parser.add_argument("--kind", default="tissue", help="synthetic kind to fine-tune on")
     parser.add_argument("--train", type=int, default=40, help="labelled images to train on")
     parser.add_argument("--test", type=int, default=20, help="images to score")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/he_scores.py [--data stage1_train] [--models nuclei dsb2018 he] [--tissue 30]
+    python benchmarks/he_scores.py [--data stage1_train] [--models nuclei he] [--tissue 30]
 
 Each model (shipped names or model files) predicts the validation part of the DSB folder (the
 stratified split ``--val-fraction 0.15 --seed 0`` that ``nucleuseg train`` and the model cards
@@ -89,7 +89,7 @@ class Table:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="DSB folder (default: stage1_train under $NUCLEUSEG_DSB)")
-    parser.add_argument("--models", nargs="+", default=["nuclei", "dsb2018", "he"])
+    parser.add_argument("--models", nargs="+", default=["nuclei", "he"])
     parser.add_argument("--tissue", type=int, default=30, help="synthetic tissue images")
     args = parser.parse_args()
     print(cpu_summary())

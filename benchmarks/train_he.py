@@ -1,8 +1,9 @@
-"""Train the ``he`` model: ``dsb2018`` fine-tuned on the DSB histology images and synthetic tissue.
+"""Train the ``he`` model: a model fine-tuned on the DSB histology images and synthetic tissue.
 
 Usage::
 
-    python benchmarks/train_he.py --data stage1_train --out he.safetensors [--minutes 55]
+    python benchmarks/train_he.py --data stage1_train --init dsb2018.safetensors
+        --out he.safetensors [--minutes 55]
         [--synthetic 60] [--learning-rate 2.5e-4] [--no-stain-augment] [--backend keras]
         [--seed 0]
 
@@ -12,10 +13,11 @@ are kept; a fifth of them (``split(0.2, seed=1)``) with five synthetic tissue im
 best epoch and then the post-processing thresholds (:meth:`Segmenter.tune
 <nucleuseg.segmenter.Segmenter.tune>`). The others train, together with ``--synthetic`` images of
 the generator's ``tissue`` and ``histology`` kinds (two to one): dense tissue with no bright
-background, which the DSB images lack. The recipe is ``dsb2018``'s own (crops zoomed towards a
-nucleus radius of 9 pixels) with the stain jitter on and half its learning rate. It prints the
-CPU's flags, each epoch, the thresholds chosen, then the DSB score of ``dsb2018`` and of the new
-model on the histology images of the validation part.
+background, which the DSB images lack. The recipe is the ``--init`` model's own (for ``he``:
+``dsb2018``, the DSB 2018 model of the models page, whose crops are zoomed towards a nucleus
+radius of 9 pixels) with the stain jitter on and half its learning rate. It prints the CPU's
+flags, each epoch, the thresholds chosen, then the DSB score of the ``--init`` model and of the
+new model on the histology images of the validation part.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ def parts(data: str, synthetic: int, seed: int) -> tuple[Dataset, Dataset, Datas
     )
 
 
-def finish(seg: ns.Segmenter, choose: Dataset, test: Dataset, base: ns.Segmenter, out: str):
+def finish(
+    seg: ns.Segmenter, choose: Dataset, test: Dataset, base: ns.Segmenter, base_name: str, out: str
+):
     """Tune the thresholds on ``choose``, save to ``out``, score both models on ``test``."""
     tuned = seg.tune(choose, progress=False)
     inference = seg.inference
@@ -67,7 +71,7 @@ def finish(seg: ns.Segmenter, choose: Dataset, test: Dataset, base: ns.Segmenter
     )
     seg.save(out)
     truths = {s.image_id: s.labels for s in test}
-    for name, model in (("dsb2018", base), (out, seg)):
+    for name, model in ((base_name, base), (out, seg)):
         result = metrics.score_dataset(truths, model.predict_many(test, progress=False))
         print(f"{name}: histology of the validation part ({len(test)} images) {result.score:.4f}")
 
@@ -76,7 +80,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="stage1_train", help="DSB-style folder")
     parser.add_argument("--out", required=True, help="model file to write")
-    parser.add_argument("--init", default="dsb2018", help="model to start from")
+    parser.add_argument(
+        "--init",
+        required=True,
+        help="model to start from (he: dsb2018.safetensors, see the models page)",
+    )
     parser.add_argument("--minutes", type=float, default=55.0, help="training budget")
     parser.add_argument("--synthetic", type=int, default=60, help="synthetic images to add")
     parser.add_argument("--learning-rate", type=float, default=2.5e-4)
@@ -101,7 +109,7 @@ def main() -> int:
     history = seg.fit(train_set, validation=choose_set, max_minutes=args.minutes, progress=False)
     print(history)
     print(f"trained {(time.perf_counter() - started) / 60:.1f} min, best {history.best_score:.4f}")
-    finish(seg, choose_set, test, base, args.out)
+    finish(seg, choose_set, test, base, args.init, args.out)
     return 0
 
 

@@ -2,7 +2,7 @@
 
     python docs/make_napari_screenshot.py MODEL [--out docs/images/napari.png]
 
-MODEL is a shipped model's name (dsb2018) or a model file. Runs headless: Qt's offscreen
+MODEL is a shipped model's name (nuclei) or a model file. Runs headless: Qt's offscreen
 platform, with an X display for napari's OpenGL canvas (run it under xvfb-run where there is
 none).
 """

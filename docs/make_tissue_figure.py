@@ -13,7 +13,7 @@ level below one half (no bright background): the brightness rule alone would not
 it, nor the second. Saved as an 8-bit palette PNG, as ``docs/make_figures.py`` does.
 
 Writes ``tissue_predictions.png`` as well: for the same three images, the true nuclei and the
-predictions of each shipped model for histology (``dsb2018`` and ``he``), outlined by match
+predictions of each shipped model for histology (``he`` and ``nuclei``), outlined by match
 status at IoU 0.5 (:func:`nucleuseg.viz.match_status`), each with its DSB score. The synthetic
 images of these seeds are not among those ``he`` trained on.
 """

@@ -4,9 +4,9 @@ Networks fine-tuned from a common start stay close to it in weight space, and a 
 of their weights is often better than each of them: it keeps most of what the fine-tuning
 learned and most of what the start knew (Wortsman et al., *Robust fine-tuning of zero-shot
 models*, CVPR 2022, "WiSE-FT"; *Model soups*, ICML 2022). The shipped model ``nuclei`` is such an
-average: ``0.7 x dsb2018 + 0.3 x he`` (see the models page). After fine-tuning a shipped model on
-one's own images, averaging the result with the model it started from is the cheap way to keep
-its skill on other images.
+average: 0.7 x ``dsb2018`` (the DSB 2018 model it started from) + 0.3 x ``he`` (see the models
+page). After fine-tuning a shipped model on one's own images, averaging the result with the
+model it started from is the cheap way to keep its skill on other images.
 
 Averaging only makes sense for models of one network (the same :class:`~nucleuseg.config.UNetConfig`)
 that share a start; two networks trained from different random initialisations do not average
@@ -76,7 +76,7 @@ def average_models(
     --------
     See the module's example; from the command line::
 
-        nucleuseg average dsb2018 he --weights 0.7 0.3 --out mine.safetensors
+        nucleuseg average nuclei tuned.safetensors --weights 0.5 0.5 --out mine.safetensors
     """
     from nucleuseg.models import resolve_model
 
