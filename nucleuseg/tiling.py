@@ -5,8 +5,9 @@ The network is any callable ``predict(batch) -> probabilities`` on NHWC ``float3
 side are predicted whole; larger ones in overlapping tiles whose outputs are blended with weights
 that fall off towards each tile's edge, so no seam shows. The tiles are no larger than the
 image needs (:func:`fitted_tile`): an image a little over ``tile`` on a side is cut into tiles
-of about half its side, not into full tiles that compute most of it twice. The pipeline around this (normalisation,
-resizing, auto-scale, batches of images, post-processing) is :mod:`nucleuseg.inference`.
+of about half its side, not into full tiles that compute most of it twice. The pipeline around
+this (normalisation, resizing, auto-scale, batches of images, post-processing) is
+:mod:`nucleuseg.inference`.
 """
 
 from __future__ import annotations
