@@ -2,7 +2,7 @@
 
 A shipped model is two files in this package's folder (installed with it as package data, so
 nothing is downloaded at run time): ``<name>.safetensors``, an ordinary model file
-(:mod:`nucleuseg.checkpoint`, weights usually stored as float16), and ``<name>.json``, its
+(:mod:`nucleuseg.checkpoint`, weights stored as float16 or float32), and ``<name>.json``, its
 *model card*: what the model is for and not for, the data, command, seed, machine and versions
 that trained it, and its validation scores overall and per image kind. Anyone can retrain a
 shipped model from its card.
