@@ -20,7 +20,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import cpu_summary
+from common import cpu_summary, open_dsb
 from he_scores import Table
 
 from nucleuseg.averaging import average_models
@@ -41,7 +41,10 @@ def main() -> int:
         parser.error("--weights must lie in [0, 1]")
     print(cpu_summary())
     first, second = args.models
-    table = Table(args.data, args.tissue)
+    dataset = open_dsb(args.data, masks=True)
+    if dataset is None:
+        return 2
+    table = Table(dataset, args.tissue)
     print(table.header(f"weight of {second}"))
     with tempfile.TemporaryDirectory() as folder:
         for w in args.weights:

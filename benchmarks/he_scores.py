@@ -24,6 +24,7 @@ from skimage.color import rgb2hed
 from skimage.filters import threshold_otsu
 
 from nucleuseg import metrics
+from nucleuseg.data.dsb import DSBDataset
 from nucleuseg.data.synthetic import make_synthetic
 from nucleuseg.models import pretrained
 from nucleuseg.transforms import as_rgb, image_modality
@@ -54,10 +55,7 @@ class Table:
     """The validation part of a DSB folder and ``tissue`` synthetic dense H&E tissue images,
     scored per kind for one predictor after another, as Markdown rows."""
 
-    def __init__(self, data: str | None, tissue: int):
-        dataset = open_dsb(data, masks=True)
-        if dataset is None:
-            raise SystemExit(2)
+    def __init__(self, dataset: DSBDataset, tissue: int):
         _, val = dataset.split(0.15, seed=0)
         self.samples = list(val)
         self.kinds = val.kinds()
@@ -93,7 +91,10 @@ def main() -> int:
     parser.add_argument("--tissue", type=int, default=30, help="synthetic tissue images")
     args = parser.parse_args()
     print(cpu_summary())
-    table = Table(args.data, args.tissue)
+    dataset = open_dsb(args.data, masks=True)
+    if dataset is None:
+        return 2
+    table = Table(dataset, args.tissue)
     print(table.header())
     print(table.row("hematoxylin Otsu (baseline)", hematoxylin_otsu), flush=True)
     for name in args.models:
