@@ -201,14 +201,40 @@ def normalize(image: np.ndarray, stats: NormalizationStats | None = None) -> np.
 def resize(array: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
     """Resize the first two axes of ``array`` to ``shape`` (``order`` 0 = nearest, 1 = linear).
 
+    Pixel centres are mapped onto each other (``scipy.ndimage.zoom`` with ``grid_mode=True``)
+    and the edges are extended (``mode="nearest"``). Linear resizing of a floating-point array
+    is done one axis at a time (:func:`_resize_linear`), which gives ``zoom``'s values to within
+    round-off at a fraction of its cost.
+
     Examples
     --------
     >>> resize(np.arange(4.0).reshape(2, 2), (4, 4), order=0).shape
     (4, 4)
+    >>> resize(np.array([[0.0, 4.0]]), (1, 4), order=1)
+    array([[0., 1., 3., 4.]])
     """
+    if order == 1 and np.issubdtype(array.dtype, np.floating):
+        return _resize_linear(array, shape)
     factors = [shape[0] / array.shape[0], shape[1] / array.shape[1]] + [1] * (array.ndim - 2)
     out = ndi.zoom(array, factors, order=order, mode="nearest", grid_mode=True)
     return out[: shape[0], : shape[1]]
+
+
+def _resize_linear(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Linear resizing of the first two axes, one axis after the other, in ``array``'s dtype."""
+    out = array
+    for axis, size in enumerate(shape):
+        old = out.shape[axis]
+        if size == old:
+            continue
+        where = np.clip((np.arange(size) + 0.5) * (old / size) - 0.5, 0, old - 1)
+        below = np.floor(where).astype(np.intp)
+        above = np.minimum(below + 1, old - 1)
+        weight = (where - below).astype(out.dtype)
+        weight = weight.reshape([size if i == axis else 1 for i in range(out.ndim)])
+        low = np.take(out, below, axis=axis)
+        out = low + (np.take(out, above, axis=axis) - low) * weight
+    return out if out is not array else array.copy()
 
 
 def median_radius(labels: np.ndarray) -> float | None:

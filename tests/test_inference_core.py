@@ -18,7 +18,7 @@ from nucleuseg.postprocess import (
     watershed_split,
 )
 from nucleuseg.tiling import fitted_tile, pad_to_multiple, predict_tiled, tile_starts
-from nucleuseg.transforms import as_rgb, normalization_stats, normalize
+from nucleuseg.transforms import as_rgb, normalization_stats, normalize, resize
 
 
 def test_as_rgb_layouts_and_errors():
@@ -175,3 +175,23 @@ def test_fill_holes_gives_a_hole_between_two_nuclei_to_the_nearer():
     assert fill_holes(labels)[3, 3:7].tolist() == [1, 1, 2, 2]
     labels[3, 0:3] = 0  # now open to the image's edge: not a hole
     assert np.array_equal(fill_holes(labels), labels)
+
+
+@pytest.mark.parametrize(
+    "source, shape",
+    [((52, 69, 3), (26, 35)), ((52, 69, 3), (101, 140)), ((37, 10), (11, 64)), ((5, 7, 2), (5, 9))],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_resize_gives_scipy_zooms_values(source, shape, dtype):
+    array = np.random.default_rng(3).random(source).astype(dtype)
+    factors = [shape[0] / source[0], shape[1] / source[1]] + [1] * (len(source) - 2)
+    zoomed = ndi.zoom(array, factors, order=1, mode="nearest", grid_mode=True)
+    resized = resize(array, shape, order=1)
+    assert resized.shape == (*shape, *source[2:]) and resized.dtype == dtype
+    assert np.allclose(resized, zoomed[: shape[0], : shape[1]], atol=1e-6)
+
+
+def test_linear_resize_to_the_same_shape_is_a_copy():
+    array = np.ones((4, 6), np.float32)
+    same = resize(array, (4, 6), order=1)
+    assert np.array_equal(same, array) and same is not array
