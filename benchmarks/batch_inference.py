@@ -1,9 +1,9 @@
-"""Prediction throughput on DSB 2018 images: several same-shape images per network call vs one at a time.
+"""Prediction throughput on DSB 2018 images: one image per network call against a variant.
 
 Usage::
 
     python benchmarks/batch_inference.py [PATH] [--images 60] [--batch-size 8] [--backend torch]
-        [--model nuclei.safetensors] [--repeats 2] [--shape 520x696]
+        [--model nuclei] [--repeats 2] [--shape 520x696] [--scout-zoom 0.5]
 
 PATH is a DSB folder in Kaggle's layout; by default ``stage1_train`` under ``$NUCLEUSEG_DSB`` when
 that is set, else ``../shared/data/dsb2018/stage1_train`` (the folder beside the checkout). The
@@ -11,7 +11,9 @@ first ``--images`` images (in id order, a mix of DSB's sizes and kinds; with ``-
 images of that height and width) are decoded once, then
 predicted by ``Segmenter.predict_many`` in the same process: with ``batch_size=1`` (one image per
 network call, as ``Segmenter.predict`` does) and with ``--batch-size`` (same-shape images stacked
-into one call, see :func:`nucleuseg.inference.predict_batch`). Each mode runs once untimed (the
+into one call, see :func:`nucleuseg.inference.predict_batch`), or, with ``--scout-zoom``, one
+image per call with auto-scale measuring nuclei on a prediction at that zoom instead of at full
+size (``InferenceConfig.scout_zoom``; the model must auto-scale). Each mode runs once untimed (the
 first call on a new input shape allocates and picks kernels, and a jit backend compiles), then
 ``--repeats`` timed passes, alternating, of which the fastest counts. Each row reports megapixels of
 input per second counting only the time inside the network's ``predict`` calls (*network*) and the
@@ -35,6 +37,7 @@ from common import cpu_summary, open_dsb
 
 from nucleuseg.data.base import in_memory
 from nucleuseg.errors import NucleusegError
+from nucleuseg.models import resolve_model
 from nucleuseg.segmenter import Segmenter
 from nucleuseg.tiling import padded_shape, tile_size
 
@@ -45,9 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=60, help="images to predict (default 60)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per call (default 8)")
     parser.add_argument("--backend", default="torch", help="backend to run on (default torch)")
-    parser.add_argument("--model", help="a trained model file (default: a fresh network)")
+    parser.add_argument(
+        "--model", help="a model file or a shipped model's name (default: a fresh network)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per mode (best kept)")
     parser.add_argument("--shape", help="only images of this shape, as HxW (e.g. 520x696)")
+    parser.add_argument(
+        "--scout-zoom", type=float, help="compare auto-scale's scout at this zoom with full size"
+    )
     args = parser.parse_args(argv)
     if min(args.images, args.batch_size, args.repeats) < 1:
         parser.error("--images, --batch-size and --repeats must be positive")
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.model:
-            seg = Segmenter.load(args.model, backend=args.backend)
+            seg = Segmenter.load(resolve_model(args.model), backend=args.backend)
             origin = f"model {args.model}"
         else:
             seg = Segmenter(args.backend, preset="default")
@@ -103,12 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"cpu: {cpu_summary()}")
 
-    modes = (("one at a time", 1), (f"batch_size {args.batch_size}", args.batch_size))
-    for _, batch_size in modes:  # warm-up: first calls on a shape allocate and pick kernels
+    base = seg.inference
+    if args.scout_zoom is not None:
+        if not base.auto_scale:
+            parser.error("--scout-zoom needs a model that auto-scales")
+        variant = (f"scout at {args.scout_zoom:g}", 1, base.replace(scout_zoom=args.scout_zoom))
+    else:
+        variant = (f"batch_size {args.batch_size}", args.batch_size, base)
+    modes = (("one at a time", 1, base), variant)
+    for _, batch_size, inference in modes:  # warm-up: first calls on a shape pick kernels
+        seg.inference = inference
         seg.predict_many(images, progress=False, batch_size=batch_size)
     best: dict[str, tuple[int, float, float]] = {}
     for _ in range(args.repeats):
-        for name, batch_size in modes:
+        for name, batch_size, inference in modes:
+            seg.inference = inference
             network_seconds, calls[:] = 0.0, []
             started = time.perf_counter()
             seg.predict_many(images, progress=False, batch_size=batch_size)

@@ -14,7 +14,7 @@ import sys
 import time
 
 import nucleuseg as ns
-from nucleuseg import metrics
+from nucleuseg import metrics, models
 
 
 def settings(base: ns.InferenceConfig) -> dict[str, ns.InferenceConfig]:
@@ -25,13 +25,14 @@ def settings(base: ns.InferenceConfig) -> dict[str, ns.InferenceConfig]:
         "auto-scale (radius 10)": base.replace(auto_scale=True, target_radius=10.0),
         "auto-scale (radius 14)": base.replace(auto_scale=True, target_radius=14.0),
         "auto-scale + TTA": base.replace(auto_scale=True, tta=True),
+        "auto-scale, full-size scout": base.replace(auto_scale=True, scout_zoom=1.0),
         "components only": base.replace(postprocess="components"),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="model file (.safetensors)")
+    parser.add_argument("model", help="model file (.safetensors) or a shipped model's name")
     parser.add_argument("--data", default="stage1_train", help="DSB-style folder")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = list(val)
     truths = {s.image_id: s.labels for s in samples}
     megapixels = sum(t.size for t in truths.values()) / 1e6
-    seg = ns.Segmenter.load(args.model, backend=args.backend)
+    seg = ns.Segmenter.load(models.resolve_model(args.model), backend=args.backend)
     base = seg.inference
     print(f"{len(samples)} validation images, {megapixels:.1f} megapixels, {seg.backend}")
     print("| setting | DSB | fluorescence | brightfield | histology | megapixels/s |")

@@ -233,6 +233,12 @@ class InferenceConfig(_Replaceable):
         that nuclei have about ``target_radius`` (the factor is kept within 0.5..2).
     target_radius : float
         Nucleus radius, in pixels, that ``auto_scale`` rescales towards.
+    scout_zoom : float
+        Zoom of the first prediction, on which ``auto_scale`` measures the nuclei (in
+        ``(0, 1]``). At 0.5 (the default) it costs a quarter of a full-size prediction and is
+        kept when the zoom it finds is 0.5 itself; otherwise the image is predicted at the zoom
+        found (1 when the scout finds nothing). At 1 the full-size prediction is the scout, kept
+        when no other zoom is needed.
     """
 
     postprocess: str = "watershed"
@@ -244,10 +250,13 @@ class InferenceConfig(_Replaceable):
     tta: bool = False
     auto_scale: bool = False
     target_radius: float = 10.0
+    scout_zoom: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.target_radius > 0:
             raise ConfigError(f"target_radius must be positive, got {self.target_radius}")
+        if not 0 < self.scout_zoom <= 1:
+            raise ConfigError(f"scout_zoom must be in (0, 1], got {self.scout_zoom}")
         # The registry lives with the methods in nucleuseg.postprocess, which uses this
         # module's InferenceConfig: it is looked up when a name is checked, so that neither
         # module imports the other as it loads.

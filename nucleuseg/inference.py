@@ -12,9 +12,10 @@ shared by :class:`~nucleuseg.Segmenter`, batches of images and blocks of big ima
    every prediction is the mean over the four flips. Images that share a padded shape are
    stacked and predicted together, several per network call (:func:`predict_batch`);
 4. resized predictions are resized back to the image; otherwise, with ``inference.auto_scale``,
-   an image whose median nucleus radius is far from ``inference.target_radius`` is predicted once
-   more at the scale that brings it there (:func:`rescale_factor`), and that prediction is
-   resized back;
+   a first prediction at ``inference.scout_zoom`` (half size by default, a quarter of the cost)
+   measures the median nucleus radius, and the image is predicted at the zoom that brings it to
+   ``inference.target_radius`` (:func:`rescale_factor`: 1 when it is near already); the first
+   prediction is kept when it was made at that zoom. Zoomed predictions are resized back;
 5. :func:`nucleuseg.postprocess.to_instances` turns the probabilities into instance labels
    (:func:`predict_labels`). Given the nucleus ``diameter`` of an image, :func:`predict_labels`
    instead resizes it to the model's native diameter before step 3 and the labels back after.
@@ -313,11 +314,7 @@ def rescale_factor(probs: np.ndarray, inference: InferenceConfig) -> float:
     """
     if not inference.auto_scale:
         return 1.0
-    return _labels_zoom(to_instances(probs, inference), inference)
-
-
-def _labels_zoom(labels: np.ndarray, inference: InferenceConfig) -> float:
-    return zoom_to_radius(median_radius(labels), inference.target_radius)
+    return _scout_factor(to_instances(probs, inference), 1.0, inference)
 
 
 def _predict_normalised(
@@ -342,26 +339,88 @@ def _predict_with_labels(
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Steps 2 to 4, each image's probabilities with its labels where step 4 already found them.
 
-    Auto-scale post-processes every first prediction to measure its nuclei; where that
-    prediction is kept (no second scale), its labels are those of step 5 and are returned, so
-    that they are not computed twice. Elsewhere the labels are ``None``.
+    Auto-scale post-processes the predictions it measures nuclei on; where a full-size one is
+    kept (no other zoom), its labels are those of step 5 and are returned, so that they are not
+    computed twice. Elsewhere the labels are ``None``.
     """
     size = preset.training.resize
     if size:
         small = [resize(x, (size, size), order=1) for x in xs]
         probs = _predict_arrays(predict, small, preset, batch_size)
         return [(_resize_back(p, x.shape[:2]), None) for p, x in zip(probs, xs, strict=True)]
+    inference = preset.inference
+    if not inference.auto_scale:
+        return [(p, None) for p in _predict_arrays(predict, xs, preset, batch_size)]
+    scout = inference.scout_zoom
+    if scout == 1.0:
+        return _measured_at_full_size(predict, xs, preset, batch_size)
+    small = [resize(x, _scaled_shape(x, scout), order=1) for x in xs]
+    scouted = _predict_arrays(predict, small, preset, batch_size)
+    factors = [_scout_factor(to_instances(p, inference), scout, inference) for p in scouted]
+    out: list[tuple[np.ndarray, np.ndarray | None]] = [
+        (_resize_back(p, x.shape[:2]) if factor == scout else p, None)
+        for p, x, factor in zip(scouted, xs, factors, strict=True)
+    ]  # all but the kept scouts are replaced below
+    # Small nuclei blur together at the scout's zoom, so only a zoom below 1 is taken from it
+    # (the scout itself is kept when that zoom is its own); the other images are measured again
+    # on a full-size prediction.
+    shrink = [i for i, factor in enumerate(factors) if factor < 1.0 and factor != scout]
+    zoomed = _predict_zoomed(
+        predict, [xs[i] for i in shrink], [factors[i] for i in shrink], preset, batch_size
+    )
+    full = [i for i, factor in enumerate(factors) if factor >= 1.0]
+    measured = _measured_at_full_size(predict, [xs[i] for i in full], preset, batch_size)
+    for i, probs in zip(shrink, zoomed, strict=True):
+        out[i] = (probs, None)
+    for i, pair in zip(full, measured, strict=True):
+        out[i] = pair
+    return out
+
+
+def _measured_at_full_size(
+    predict: PredictFn, xs: list[np.ndarray], preset: Preset, batch_size: int
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Auto-scale measuring on the full-size prediction, kept (with its labels) at zoom 1."""
     probs = _predict_arrays(predict, xs, preset, batch_size)
-    if not preset.inference.auto_scale:
-        return [(p, None) for p in probs]
     labels: list[np.ndarray | None] = [to_instances(p, preset.inference) for p in probs]
-    factors = [_labels_zoom(lab, preset.inference) for lab in labels]  # type: ignore[arg-type]
+    factors = [_scout_factor(lab, 1.0, preset.inference) for lab in labels]  # type: ignore[arg-type]
     again = [i for i, factor in enumerate(factors) if factor != 1.0]
-    if again:
-        scaled = [resize(xs[i], _scaled_shape(xs[i], factors[i]), order=1) for i in again]
-        for i, p in zip(again, _predict_arrays(predict, scaled, preset, batch_size), strict=True):
-            probs[i], labels[i] = _resize_back(p, xs[i].shape[:2]), None
+    zoomed = _predict_zoomed(
+        predict, [xs[i] for i in again], [factors[i] for i in again], preset, batch_size
+    )
+    for i, p in zip(again, zoomed, strict=True):
+        probs[i], labels[i] = p, None
     return list(zip(probs, labels, strict=True))
+
+
+def _predict_zoomed(
+    predict: PredictFn,
+    xs: list[np.ndarray],
+    factors: list[float],
+    preset: Preset,
+    batch_size: int,
+) -> list[np.ndarray]:
+    """Each image predicted at its zoom (or its own size at 1), resized back to its shape."""
+    scaled = [
+        x if factor == 1.0 else resize(x, _scaled_shape(x, factor), order=1)
+        for x, factor in zip(xs, factors, strict=True)
+    ]
+    return [
+        p if factor == 1.0 else _resize_back(p, x.shape[:2])
+        for p, x, factor in zip(
+            _predict_arrays(predict, scaled, preset, batch_size), xs, factors, strict=True
+        )
+    ]
+
+
+def _scout_factor(labels: np.ndarray, scout: float, inference: InferenceConfig) -> float:
+    """The zoom to predict at, from the labels of a prediction made at zoom ``scout``.
+
+    The median radius found at the scout's zoom, brought back to the image's scale, gives the
+    zoom by the rule of :func:`rescale_factor` (1 when nothing is found).
+    """
+    radius = median_radius(labels)
+    return zoom_to_radius(None if radius is None else radius / scout, inference.target_radius)
 
 
 def _predict_arrays(

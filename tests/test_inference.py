@@ -8,7 +8,7 @@ from nucleuseg import inference
 from nucleuseg.backends import build_network
 from nucleuseg.config import InferenceConfig, get_preset
 from nucleuseg.data import synthetic_sample
-from nucleuseg.errors import InputError
+from nucleuseg.errors import ConfigError, InputError
 from nucleuseg.postprocess import to_instances
 from nucleuseg.tiling import predict_tiled
 from nucleuseg.transforms import as_rgb, normalization_stats, normalize, resize
@@ -131,8 +131,11 @@ def _foreground(batch: np.ndarray) -> np.ndarray:
 
 
 def _auto_scaled(preset):
+    """``preset`` auto-scaled towards radius 10, measuring nuclei on the full-size prediction."""
     return preset.replace(
-        inference=preset.inference.replace(auto_scale=True, target_radius=10.0, min_size=0)
+        inference=preset.inference.replace(
+            auto_scale=True, target_radius=10.0, min_size=0, scout_zoom=1.0
+        )
     )
 
 
@@ -176,6 +179,68 @@ def test_labels_of_an_image_auto_scale_leaves_alone_are_found_once(tiny_preset, 
     post_processed.clear()
     alone = inference.predict_labels(_foreground, images[1], preset)
     assert np.array_equal(alone, expected[1]) and len(post_processed) == 1
+
+
+def _shapes(predict, shapes: list[tuple[int, int]]):
+    def wrapped(batch):
+        shapes.append(batch.shape[1:3])
+        return predict(batch)
+
+    return wrapped
+
+
+def _scouting(preset, scout_zoom: float = 0.5):
+    """``preset`` auto-scaled, with one window up to 256 pixels and the given scout zoom."""
+    preset = _auto_scaled(preset)
+    return preset.replace(inference=preset.inference.replace(tile=256, scout_zoom=scout_zoom))
+
+
+def test_a_scout_at_half_size_is_kept_for_large_nuclei(tiny_preset):
+    preset, scouting = _scouting(tiny_preset, 1.0), _scouting(tiny_preset)
+    image = _blobs(30, 200)  # radius 30: predicted at zoom 0.5 with or without a scout
+    full: list[tuple[int, int]] = []
+    scout: list[tuple[int, int]] = []
+    want = inference.predict_labels(_shapes(_foreground, full), image, preset)
+    got = inference.predict_labels(_shapes(_foreground, scout), image, scouting)
+    assert full == [(200, 200), (100, 100)]
+    assert scout == [(100, 100)]  # the scout is the prediction at zoom 0.5: one call only
+    assert int(got.max()) == int(want.max()) == 2
+    assert np.mean(got == want) > 0.99
+
+
+@pytest.mark.parametrize(
+    "radius, size, after",
+    [
+        (10, 64, [(64, 64)]),  # measured again at full size, and kept
+        (3, 48, [(48, 48), (96, 96)]),  # measured again at full size, then zoomed 2x
+        (16, 120, [(80, 80)]),  # zoomed by what the scout measured (15 px, where full size: 16)
+    ],
+)
+def test_a_scout_leaves_to_full_size_all_but_the_zooms_below_one(tiny_preset, radius, size, after):
+    preset, scouting = _scouting(tiny_preset, 1.0), _scouting(tiny_preset)
+    image = _blobs(radius, size)
+    shapes: list[tuple[int, int]] = []
+    scouted = inference.predict_probabilities(_shapes(_foreground, shapes), image, scouting)
+    assert shapes == [(size // 2, size // 2), *after]
+    plain = inference.predict_probabilities(_foreground, image, preset)
+    if radius < 16:  # the same predictions as without a scout
+        assert np.abs(scouted - plain).max() < 1e-6
+    found = to_instances(scouted, scouting.inference)
+    assert int(found.max()) == int(to_instances(plain, preset.inference).max()) == 2
+
+
+def test_a_scout_that_finds_nothing_predicts_at_the_image_scale(tiny_preset):
+    scouting = _scouting(tiny_preset)
+    shapes: list[tuple[int, int]] = []
+    empty = np.zeros((64, 80), np.uint8)
+    inference.predict_probabilities(_shapes(_foreground, shapes), empty, scouting)
+    assert shapes == [(32, 40), (64, 80)]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, float("nan")])
+def test_scout_zoom_must_lie_in_zero_to_one(bad):
+    with pytest.raises(ConfigError, match="scout_zoom"):
+        InferenceConfig(scout_zoom=bad)
 
 
 @pytest.mark.parametrize("radius, factor", [(3, 2.0), (10, 1.0), (14, 1.0), (30, 0.5)])
