@@ -247,6 +247,16 @@ def test_the_card_shows_what_was_set_after_training(tmp_path):
     assert text.endswith("After training: thresholds tuned on 3 training images\n")
 
 
+def test_the_card_lists_the_validation_findings_beside_the_table(tmp_path):
+    source = model_file(tmp_path / "source.safetensors")
+    extra = card()
+    extra["validation"]["synthetic_tissue"] = "0.5 on 3 synthetic tissue images"
+    info = models.save_shipped(source, "tiny", extra, directory=tmp_path)
+    text = models.card_markdown(info)
+    assert "\n\n- Synthetic tissue: 0.5 on 3 synthetic tissue images\n" in text
+    assert "Per kind" not in text and "Dsb score" not in text  # the table's entries stay in it
+
+
 # -- card validation -------------------------------------------------------------------------
 
 

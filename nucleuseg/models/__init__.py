@@ -466,6 +466,11 @@ def pretrained(name: str, backend: str | None = None, device: str | int | None =
 # -- rendering and shipping ------------------------------------------------------------------
 
 
+_VALIDATION_TABLE = ("data", "split", "images", "command", "dsb_score", "ap50", "per_kind")
+"""The validation entries of a card that :func:`card_markdown` sets out in its table; the others
+(free-text findings such as ``synthetic_tissue``) follow as a list."""
+
+
 def card_markdown(name_or_info: str | ModelInfo) -> str:
     """The model card rendered as Markdown, for people (``nucleuseg models NAME`` prints it).
 
@@ -486,6 +491,11 @@ def card_markdown(name_or_info: str | ModelInfo) -> str:
     card, training, validation = info.card, info.card["training"], info.card["validation"]
     size = f", {info.path.stat().st_size / 1e6:.1f} MB" if info.path.is_file() else ""
     versions = ", ".join(f"{k} {v}" for k, v in training["versions"].items())
+    findings = [
+        f"- {key.replace('_', ' ').capitalize()}: {value}"
+        for key, value in validation.items()
+        if key not in _VALIDATION_TABLE
+    ]
     lines = [
         f"# {info.name}",
         "",
@@ -507,6 +517,7 @@ def card_markdown(name_or_info: str | ModelInfo) -> str:
         *(f"| {kind} | {score:.4f} |" for kind, score in sorted(validation["per_kind"].items())),
         "",
         f"AP at IoU 0.5: {validation['ap50']:.4f}",
+        *(["", *findings] if findings else []),
         "",
         f"    {validation['command']}",
         "",
