@@ -238,22 +238,22 @@ def test_the_card_is_rendered_for_people(shipped):
     assert models.card_markdown(shipped) == text
 
 
-def test_the_card_shows_what_was_set_after_training(tmp_path):
-    source = model_file(tmp_path / "source.safetensors")
+def _rendered_with(tmp_path, section: str, key: str, value: str) -> str:
+    """The Markdown of a shipped card with ``card[section][key] = value`` added."""
     extra = card()
-    extra["training"]["post_training"] = "thresholds tuned on 3 training images"
-    info = models.save_shipped(source, "tiny", extra, directory=tmp_path)
-    text = models.card_markdown(info)
-    assert text.endswith("After training: thresholds tuned on 3 training images\n")
+    extra[section][key] = value
+    source = model_file(tmp_path / "source.safetensors")
+    return models.card_markdown(models.save_shipped(source, "tiny", extra, directory=tmp_path))
+
+
+def test_the_card_shows_what_was_set_after_training(tmp_path):
+    text = _rendered_with(tmp_path, "training", "post_training", "thresholds tuned on 3 images")
+    assert text.endswith("After training: thresholds tuned on 3 images\n")
 
 
 def test_the_card_lists_the_validation_findings_beside_the_table(tmp_path):
-    source = model_file(tmp_path / "source.safetensors")
-    extra = card()
-    extra["validation"]["synthetic_tissue"] = "0.5 on 3 synthetic tissue images"
-    info = models.save_shipped(source, "tiny", extra, directory=tmp_path)
-    text = models.card_markdown(info)
-    assert "\n\n- Synthetic tissue: 0.5 on 3 synthetic tissue images\n" in text
+    text = _rendered_with(tmp_path, "validation", "synthetic_tissue", "0.5 on 3 tissue images")
+    assert "\n\n- Synthetic tissue: 0.5 on 3 tissue images\n" in text
     assert "Per kind" not in text and "Dsb score" not in text  # the table's entries stay in it
 
 
