@@ -235,10 +235,11 @@ class InferenceConfig(_Replaceable):
         Nucleus radius, in pixels, that ``auto_scale`` rescales towards.
     scout_zoom : float
         Zoom of the first prediction, on which ``auto_scale`` measures the nuclei (in
-        ``(0, 1]``). At 0.5 (the default) it costs a quarter of a full-size prediction and is
-        kept when the zoom it finds is 0.5 itself; otherwise the image is predicted at the zoom
-        found (1 when the scout finds nothing). At 1 the full-size prediction is the scout, kept
-        when no other zoom is needed.
+        ``(0, 1]``). At 0.5 (the default) it costs a quarter of a full-size prediction. When it
+        finds nuclei that call for a zoom below 1, the image is predicted at that zoom (the scout
+        itself is kept when the zoom is its own); otherwise (small nuclei blur together at half
+        size, or none were found) they are measured again on a full-size prediction. At 1 the
+        full-size prediction is the only measurement, kept when no other zoom is needed.
     """
 
     postprocess: str = "watershed"

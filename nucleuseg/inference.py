@@ -357,13 +357,12 @@ def _predict_with_labels(
     small = [resize(x, _scaled_shape(x, scout), order=1) for x in xs]
     scouted = _predict_arrays(predict, small, preset, batch_size)
     factors = [_scout_factor(to_instances(p, inference), scout, inference) for p in scouted]
-    out: list[tuple[np.ndarray, np.ndarray | None]] = [
-        (_resize_back(p, x.shape[:2]) if factor == scout else p, None)
-        for p, x, factor in zip(scouted, xs, factors, strict=True)
-    ]  # all but the kept scouts are replaced below
-    # Small nuclei blur together at the scout's zoom, so only a zoom below 1 is taken from it
-    # (the scout itself is kept when that zoom is its own); the other images are measured again
-    # on a full-size prediction.
+    out: list[tuple[np.ndarray, np.ndarray | None] | None] = [None] * len(xs)
+    for i, (probs, factor) in enumerate(zip(scouted, factors, strict=True)):
+        if factor == scout:  # the scout was made at the zoom wanted
+            out[i] = (_resize_back(probs, xs[i].shape[:2]), None)
+    # Small nuclei blur together at the scout's zoom, so only a zoom below 1 is taken from it;
+    # the other images are measured again on a full-size prediction.
     shrink = [i for i, factor in enumerate(factors) if factor < 1.0 and factor != scout]
     zoomed = _predict_zoomed(
         predict, [xs[i] for i in shrink], [factors[i] for i in shrink], preset, batch_size
@@ -374,7 +373,7 @@ def _predict_with_labels(
         out[i] = (probs, None)
     for i, pair in zip(full, measured, strict=True):
         out[i] = pair
-    return out
+    return out  # type: ignore[return-value]
 
 
 def _measured_at_full_size(
