@@ -24,6 +24,7 @@ from nucleuseg import metrics, rle, viz
 from nucleuseg.config import get_preset
 from nucleuseg.data.images import read_labels, write_image
 from nucleuseg.data.synthetic import make_synthetic, synthetic_sample
+from nucleuseg.models import DEFAULT_MODEL
 from nucleuseg.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ SAMPLES = (
 
 
 def run_pretrained_demo(
-    model: str = "nuclei",
+    model: str = DEFAULT_MODEL,
     backend: str | None = None,
     out: Path = Path("nucleuseg-demo"),
     device: str | int | None = None,
