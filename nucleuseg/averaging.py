@@ -12,6 +12,11 @@ Averaging only makes sense for models of one network (the same :class:`~nucleuse
 that share a start; two networks trained from different random initialisations do not average
 into a working one, and nothing here can tell the two cases apart: score the result.
 
+:class:`MovingAverage` averages one training over time instead: an exponential moving average of
+the weights along the optimizer's path (Polyak & Juditsky, 1992), which the training loop keeps
+when ``TrainingConfig.ema_decay`` is set. Late in a run the weights wander around a minimum with
+the noise of their batches; their average sits nearer its middle and scores more steadily.
+
 Examples
 --------
 >>> import tempfile
@@ -106,4 +111,54 @@ def average_models(
     return checkpoint.ModelFile(averaged, first.preset, first.backend, None)
 
 
-__all__ = ["average_models"]
+class MovingAverage:
+    """An exponential moving average of a network's weights, for the training loop.
+
+    ``update(weights, step)`` folds in the weights after optimizer step ``step`` (counted from
+    1). The decay used at step ``n`` is ``min(decay, (1 + n) / (10 + n))`` (as TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``), so early weights, still far from where
+    the run goes, fade quickly. Updates may skip steps: ``k`` steps since the last update weigh
+    the new weights as ``k`` single-step updates with the same weights at the current decay
+    would. The average
+    starts as a copy of the first weights given.
+
+    Parameters
+    ----------
+    decay : float
+        Decay per optimizer step, in ``(0, 1)``.
+    weights : dict of str to ndarray, optional
+        An average to continue (a resumed run's), with the step it was last updated at in
+        ``step``.
+    step : int
+
+    Examples
+    --------
+    >>> average = MovingAverage(0.9)
+    >>> average.update({"w": np.zeros(2, np.float32)}, step=1)
+    >>> average.update({"w": np.ones(2, np.float32)}, step=2)
+    >>> average.weights["w"]  # decay min(0.9, 3 / 12) = 0.25 at step 2
+    array([0.75, 0.75], dtype=float32)
+    """
+
+    def __init__(
+        self, decay: float, weights: dict[str, np.ndarray] | None = None, step: int = 0
+    ) -> None:
+        if not 0.0 < decay < 1.0:
+            raise InputError(f"decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.weights = None if weights is None else {k: v.copy() for k, v in weights.items()}
+        self.step = int(step)
+
+    def update(self, weights: dict[str, np.ndarray], step: int) -> None:
+        """Fold in ``weights``, the network's weights after optimizer step ``step``."""
+        if self.weights is None:
+            self.weights = {k: np.array(v, np.float32) for k, v in weights.items()}
+        else:
+            keep = min(self.decay, (1.0 + step) / (10.0 + step)) ** max(step - self.step, 1)
+            for name, average in self.weights.items():
+                average *= keep
+                average += (1.0 - keep) * weights[name]
+        self.step = int(step)
+
+
+__all__ = ["MovingAverage", "average_models"]

@@ -63,6 +63,8 @@ class TrainingState:
     preset: Preset
     history: History
     seed: int
+    averaged_weights: dict[str, np.ndarray] | None = None
+    averaged_step: int = 0
 
 
 def _sniff(path: Path) -> None:
@@ -327,8 +329,11 @@ def write_training_state(
     history: History,
     best_weights: dict[str, np.ndarray],
     seed: int,
+    averaged_weights: dict[str, np.ndarray] | None = None,
+    averaged_step: int = 0,
 ) -> None:
-    """Write everything ``--resume`` needs (atomically)."""
+    """Write everything ``--resume`` needs (atomically): with ``averaged_weights``, the moving
+    average of the weights (``TrainingConfig.ema_decay``) last updated at ``averaged_step``."""
     tensors = {f"weights/{k}": v for k, v in network.get_weights().items()}
     tensors.update({f"best/{k}": v for k, v in best_weights.items()})
     tensors.update({f"optim/{k}": v for k, v in network.get_optimizer_state().items()})
@@ -338,6 +343,9 @@ def write_training_state(
         "history": json.dumps(history.to_dict()),
         "seed": str(seed),
     }
+    if averaged_weights is not None:
+        tensors.update({f"ema/{k}": v for k, v in averaged_weights.items()})
+        metadata["ema_step"] = str(int(averaged_step))
     _write(path, tensors, metadata)
 
 
@@ -350,7 +358,7 @@ def read_training_state(path: str | os.PathLike, config: UNetConfig) -> Training
     preset = _preset(path, metadata)
     if preset.network != config:
         raise CheckpointError(f"{path}: was written for a different network configuration")
-    groups: dict[str, dict[str, np.ndarray]] = {"weights": {}, "best": {}, "optim": {}}
+    groups: dict[str, dict[str, np.ndarray]] = {"weights": {}, "best": {}, "optim": {}, "ema": {}}
     for key, value in tensors.items():
         group, _, name = key.partition("/")
         if group not in groups:
@@ -358,15 +366,25 @@ def read_training_state(path: str | os.PathLike, config: UNetConfig) -> Training
         groups[group][name] = value
     check_weights(groups["weights"], config, source=f"{path} (weights)")
     check_weights(groups["best"], config, source=f"{path} (best weights)")
+    if groups["ema"]:
+        check_weights(groups["ema"], config, source=f"{path} (averaged weights)")
     history = History.from_dict(_history(path, metadata) or {})
-    seed = metadata.get("seed", "0")
-    if not (seed.isascii() and seed.isdigit() and len(seed) < 20):
-        raise CheckpointError(f"{path}: metadata 'seed' is {seed[:40]!r}, not an integer")
+    seed, ema_step = _count(path, metadata, "seed"), _count(path, metadata, "ema_step")
     return TrainingState(
         groups["weights"],
         groups["best"],
         groups["optim"],
         preset,
         history,
-        int(seed),
+        seed,
+        groups["ema"] or None,
+        ema_step,
     )
+
+
+def _count(path, metadata: dict[str, str], key: str) -> int:
+    """The non-negative integer in ``metadata[key]`` (0 when absent)."""
+    text = metadata.get(key, "0")
+    if not (text.isascii() and text.isdigit() and len(text) < 20):
+        raise CheckpointError(f"{path}: metadata {key!r} is {text[:40]!r}, not an integer")
+    return int(text)

@@ -167,6 +167,12 @@ class TrainingConfig(_Replaceable):
         0.5..2), before the random ``scale_range`` zoom. A model trained so should predict with
         ``auto_scale=True`` and the same ``target_radius`` (``nucleuseg train --init`` sets both).
         None (the default): images are used at their own scale.
+    ema_decay : float
+        Keep an exponential moving average of the weights, with this decay per optimizer step
+        (0.999 averages over about the last 1,000 steps), and validate and keep the average
+        instead of the weights of the last step (:func:`nucleuseg.training.train`). 0 (the
+        default) keeps the last step's weights; model files saved without this field load
+        with it off.
     """
 
     resize: int | None = None
@@ -181,8 +187,11 @@ class TrainingConfig(_Replaceable):
     patience: int = 8
     stain_augment: bool = False
     target_radius: float | None = None
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.target_radius is not None and not self.target_radius > 0:
             raise ConfigError(f"target_radius must be positive or None, got {self.target_radius}")
         if self.resize is not None and self.resize < 8:

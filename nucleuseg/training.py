@@ -13,6 +13,11 @@ An ``on_epoch`` callback sees the :class:`EpochRecord` of every epoch once its v
 (a hyperparameter search reports the score from there and prunes). Raising :class:`StopTraining`
 in it ends training after that epoch as early stopping does (the best weights are kept); any other
 exception propagates out of :func:`train`.
+
+With ``TrainingConfig.ema_decay`` set, a moving average of the weights
+(:class:`~nucleuseg.averaging.MovingAverage`, updated every :data:`AVERAGE_EVERY` steps and at the
+end of each epoch) is what each epoch validates and what the best weights are taken from; the
+optimizer goes on from the last step's weights.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from nucleuseg import checkpoint
+from nucleuseg.averaging import MovingAverage
 from nucleuseg.backends.base import Network
 from nucleuseg.config import Preset
 from nucleuseg.data.base import Dataset, Sample
@@ -54,6 +60,10 @@ from nucleuseg.transforms import (
 )
 
 logger = logging.getLogger(__name__)
+
+AVERAGE_EVERY = 4
+"""Optimizer steps between two updates of the moving average of the weights (each update costs
+a copy of the weights out of the framework, 2-3 ms for the ``default`` network)."""
 
 
 class StopTraining(Exception):
@@ -237,6 +247,9 @@ def train(
         )
     history = History()
     best_weights: dict[str, np.ndarray] | None = None
+    decay = preset.training.ema_decay
+    average = MovingAverage(decay) if decay else None
+    steps_done = 0
     start_epoch = 1
     if resume_path is not None and Path(resume_path).exists():
         state = checkpoint.read_training_state(resume_path, network.config)
@@ -244,6 +257,9 @@ def train(
         network.set_weights(state.weights)
         network.set_optimizer_state(state.optimizer)
         history, best_weights = state.history, state.best_weights
+        if average is not None and state.averaged_weights is not None:
+            average = MovingAverage(decay, state.averaged_weights, state.averaged_step)
+            steps_done = state.averaged_step
         history.stopped = ""
         start_epoch = len(history.epochs) + 1
         say(f"resuming {resume_path} at epoch {start_epoch}")
@@ -273,8 +289,17 @@ def train(
                 fraction = max(fraction, spent / budget)
             lr = learning_rate(preset, fraction)
             losses.append(network.train_step(x, y, lr))
+            steps_done += 1
+            if average is not None and steps_done % AVERAGE_EVERY == 0:
+                average.update(network.get_weights(), steps_done)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        last_weights = None
+        if average is not None:
+            if average.step < steps_done:
+                average.update(network.get_weights(), steps_done)
+            last_weights = network.get_weights()
+            network.set_weights(average.weights)
         score = float(validate()) if validate is not None else None
         seconds = time.perf_counter() - began
         history.train_seconds += seconds
@@ -286,6 +311,8 @@ def train(
             stale = 0
         else:
             stale += 1
+        if last_weights is not None:
+            network.set_weights(last_weights)
         score_text = "-" if score is None else f"{score:.4f}"
         say(f"epoch {epoch}: loss {np.mean(losses):.4f}  val score {score_text}  ({seconds:.0f} s)")
         if stale >= preset.training.patience:
@@ -294,7 +321,14 @@ def train(
             history.stopped = f"{epochs} epochs done"
         if resume_path is not None:
             checkpoint.write_training_state(
-                resume_path, network, preset, history, best_weights or network.get_weights(), seed
+                resume_path,
+                network,
+                preset,
+                history,
+                best_weights or network.get_weights(),
+                seed,
+                None if average is None else average.weights,
+                steps_done,
             )
         if on_epoch is not None:
             try:

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_tiny_preset
 from nucleuseg import checkpoint, cli
-from nucleuseg.averaging import average_models
+from nucleuseg.averaging import MovingAverage, average_models
 from nucleuseg.backends.base import init_weights
 from nucleuseg.errors import InputError
 
@@ -101,3 +101,44 @@ def test_the_command_reports_errors_without_writing(three, tmp_path, capsys):
     assert cli.main(args) == 2
     assert "1 weights for 2 models" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_moving_average_starts_at_the_first_weights_and_follows_the_decay():
+    average = MovingAverage(0.9)
+    average.update({"w": np.full(3, 2.0, np.float32)}, step=100)
+    assert np.array_equal(average.weights["w"], np.full(3, 2.0, np.float32))
+    average.update({"w": np.zeros(3, np.float32)}, step=102)  # past the warm-up: decay 0.9
+    np.testing.assert_allclose(average.weights["w"], 2.0 * 0.9**2, rtol=1e-6)
+    assert average.weights["w"].dtype == np.float32 and average.step == 102
+
+
+def test_a_skipped_step_counts_as_that_many_updates_at_the_current_decay():
+    one, each = MovingAverage(0.99), MovingAverage(0.99)
+    for average in (one, each):
+        average.update({"w": np.zeros(2, np.float32)}, step=1000)
+    one.update({"w": np.ones(2, np.float32)}, step=1004)
+    for step in range(1001, 1005):
+        each.update({"w": np.ones(2, np.float32)}, step=step)
+    np.testing.assert_allclose(one.weights["w"], each.weights["w"], rtol=1e-6)
+    np.testing.assert_allclose(one.weights["w"], 1 - 0.99**4, rtol=1e-6)
+
+
+def test_early_weights_fade_quickly_while_the_decay_warms_up():
+    average = MovingAverage(0.999)
+    average.update({"w": np.zeros(1, np.float32)}, step=1)
+    average.update({"w": np.ones(1, np.float32)}, step=2)  # decay (1 + 2) / (10 + 2)
+    np.testing.assert_allclose(average.weights["w"], 0.75)
+
+
+def test_a_moving_average_continues_from_given_weights_without_sharing_them():
+    given = {"w": np.ones(2, np.float32)}
+    average = MovingAverage(0.5, given, step=100)
+    average.update({"w": np.zeros(2, np.float32)}, step=101)
+    np.testing.assert_allclose(average.weights["w"], 0.5)
+    assert np.array_equal(given["w"], np.ones(2, np.float32))
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5])
+def test_a_moving_average_needs_a_decay_between_0_and_1(decay):
+    with pytest.raises(InputError, match="decay"):
+        MovingAverage(decay)

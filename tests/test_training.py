@@ -5,11 +5,20 @@ import logging
 import numpy as np
 import pytest
 
+from nucleuseg.averaging import MovingAverage
 from nucleuseg.backends import build_network
 from nucleuseg.config import Preset
 from nucleuseg.data import make_synthetic
-from nucleuseg.errors import CheckpointError
-from nucleuseg.training import History, batches, learning_rate, make_example, prepare, train
+from nucleuseg.errors import CheckpointError, ConfigError
+from nucleuseg.training import (
+    AVERAGE_EVERY,
+    History,
+    batches,
+    learning_rate,
+    make_example,
+    prepare,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +325,101 @@ def test_target_radius_is_validated_and_optional_in_preset_files(tiny_preset):
     old = json.loads(scaled.to_json())
     del old["training"]["target_radius"]  # a preset written before the option existed
     assert Preset.from_dict(old).training.target_radius is None
+
+
+def _averaging(preset, decay=0.9, steps=6):
+    return preset.replace(
+        training=preset.training.replace(ema_decay=decay, steps_per_epoch=steps, patience=10)
+    )
+
+
+def _record_steps(net) -> list[dict[str, np.ndarray]]:
+    """Make ``net`` record its weights after every optimizer step."""
+    seen, step = [], net.train_step
+
+    def recording(*args):
+        loss = step(*args)
+        seen.append(net.get_weights())
+        return loss
+
+    net.train_step = recording
+    return seen
+
+
+def test_validation_sees_the_moving_average_and_the_optimizer_the_last_weights(
+    synthetic, tiny_preset
+):
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    preset = _averaging(tiny_preset)
+    plain = build_network("torch", preset.network, 0)
+    plain_steps = _record_steps(plain)
+    train(
+        plain,
+        synthetic,
+        tiny_preset.replace(training=preset.training.replace(ema_decay=0.0)),
+        epochs=2,
+        progress=False,
+    )
+    net = build_network("torch", preset.network, 0)
+    steps = _record_steps(net)
+    validated = []
+
+    def validate():
+        validated.append(net.get_weights())
+        return -len(validated)  # the first epoch stays the best
+
+    train(net, synthetic, preset, validate=validate, epochs=2, progress=False)
+    assert len(steps) == len(plain_steps) == 12
+    for a, b in zip(steps, plain_steps, strict=True):  # the average never feeds the optimizer
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    expected = MovingAverage(0.9)
+    for step, weights in enumerate(steps, 1):
+        if step % AVERAGE_EVERY == 0 or step % 6 == 0:
+            expected.update(weights, step)
+        if step % 6 == 0:
+            got = validated[step // 6 - 1]
+            assert all(np.allclose(got[k], expected.weights[k], atol=1e-6) for k in got)
+            assert not all(np.array_equal(got[k], weights[k]) for k in got)
+    final = net.get_weights()  # the best epoch's average, not the last step's weights
+    assert all(np.array_equal(final[k], validated[0][k]) for k in final)
+
+
+def test_resume_continues_the_moving_average_exactly(synthetic, tiny_preset, tmp_path):
+    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    preset = _averaging(tiny_preset, decay=0.95, steps=3)
+    full = build_network("torch", preset.network, 0)
+    train(full, synthetic, preset, epochs=3, progress=False, seed=4)
+
+    def crash_in_epoch_3(line):
+        if line.startswith("epoch 3"):
+            raise KeyboardInterrupt
+
+    path = tmp_path / "state.safetensors"
+    part = build_network("torch", preset.network, 0)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            part,
+            synthetic,
+            preset,
+            epochs=3,
+            progress=False,
+            seed=4,
+            resume_path=path,
+            log=crash_in_epoch_3,
+        )
+    resumed = build_network("torch", preset.network, 9)
+    train(resumed, synthetic, preset, epochs=3, progress=False, seed=4, resume_path=path)
+    a, b = full.get_weights(), resumed.get_weights()
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0, 2.0])
+def test_ema_decay_is_validated(tiny_preset, decay):
+    with pytest.raises(ConfigError, match="ema_decay"):
+        tiny_preset.training.replace(ema_decay=decay)
+
+
+def test_preset_files_without_ema_decay_load_with_it_off(tiny_preset):
+    data = tiny_preset.to_dict()
+    del data["training"]["ema_decay"]
+    assert Preset.from_dict(data).training.ema_decay == 0.0
