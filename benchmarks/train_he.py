@@ -5,7 +5,7 @@ Usage::
     python benchmarks/train_he.py --data stage1_train --init dsb2018.safetensors
         --out he.safetensors [--minutes 55]
         [--synthetic 60] [--learning-rate 2.5e-4] [--no-stain-augment] [--backend keras]
-        [--seed 0]
+        [--seed 0] [--ema-decay 0.999]
 
 The DSB folder is split as ``nucleuseg train`` splits it (``--val-fraction 0.15 --seed 0``), so
 its validation part stays unseen. From the training part only the images of the histology kind
@@ -91,6 +91,12 @@ def main() -> int:
     parser.add_argument("--no-stain-augment", action="store_true", help="train without jitter")
     parser.add_argument("--backend", default="keras")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="keep a moving average of the weights (TrainingConfig.ema_decay; 0: off)",
+    )
     args = parser.parse_args()
     print(cpu_summary())
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per epoch
@@ -101,6 +107,7 @@ def main() -> int:
         stain_augment=not args.no_stain_augment,
         learning_rate=args.learning_rate,
         patience=200,
+        ema_decay=args.ema_decay,
     )
     preset = base.preset.replace(name="he", training=training)
     seg = ns.Segmenter(args.backend, preset=preset, seed=args.seed)

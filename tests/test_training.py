@@ -87,32 +87,34 @@ def test_time_budget_stops_training(synthetic, tiny_preset):
     assert "time budget" in history.stopped
 
 
-def test_resume_continues_exactly(synthetic, tiny_preset, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.95], ids=["last-weights", "moving-average"])
+def test_resume_continues_exactly(synthetic, tiny_preset, tmp_path, ema_decay):
     pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
+    preset = tiny_preset.replace(
+        training=tiny_preset.training.replace(ema_decay=ema_decay, steps_per_epoch=3)
+    )
     path = tmp_path / "state.safetensors"
-    full = build_network("torch", tiny_preset.network, 0)
-    train(full, synthetic, tiny_preset, epochs=3, progress=False, seed=4)
+    full = build_network("torch", preset.network, 0)
+    train(full, synthetic, preset, epochs=3, progress=False, seed=4)
 
     def crash_in_epoch_3(line):
         if line.startswith("epoch 3"):
             raise KeyboardInterrupt
 
-    part = build_network("torch", tiny_preset.network, 0)
+    part = build_network("torch", preset.network, 0)
     with pytest.raises(KeyboardInterrupt):
         train(
             part,
             synthetic,
-            tiny_preset,
+            preset,
             epochs=3,
             progress=False,
             seed=4,
             resume_path=path,
             log=crash_in_epoch_3,
         )
-    resumed = build_network("torch", tiny_preset.network, 9)
-    history = train(
-        resumed, synthetic, tiny_preset, epochs=3, progress=False, seed=4, resume_path=path
-    )
+    resumed = build_network("torch", preset.network, 9)
+    history = train(resumed, synthetic, preset, epochs=3, progress=False, seed=4, resume_path=path)
     assert [e.epoch for e in history.epochs] == [1, 2, 3]
     a, b = full.get_weights(), resumed.get_weights()
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
@@ -382,35 +384,6 @@ def test_validation_sees_the_moving_average_and_the_optimizer_the_last_weights(
             assert not all(np.array_equal(got[k], weights[k]) for k in got)
     final = net.get_weights()  # the best epoch's average, not the last step's weights
     assert all(np.array_equal(final[k], validated[0][k]) for k in final)
-
-
-def test_resume_continues_the_moving_average_exactly(synthetic, tiny_preset, tmp_path):
-    pytest.importorskip("torch", reason="the loop is exercised on the torch backend")
-    preset = _averaging(tiny_preset, decay=0.95, steps=3)
-    full = build_network("torch", preset.network, 0)
-    train(full, synthetic, preset, epochs=3, progress=False, seed=4)
-
-    def crash_in_epoch_3(line):
-        if line.startswith("epoch 3"):
-            raise KeyboardInterrupt
-
-    path = tmp_path / "state.safetensors"
-    part = build_network("torch", preset.network, 0)
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            part,
-            synthetic,
-            preset,
-            epochs=3,
-            progress=False,
-            seed=4,
-            resume_path=path,
-            log=crash_in_epoch_3,
-        )
-    resumed = build_network("torch", preset.network, 9)
-    train(resumed, synthetic, preset, epochs=3, progress=False, seed=4, resume_path=path)
-    a, b = full.get_weights(), resumed.get_weights()
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
 
 
 @pytest.mark.parametrize("decay", [-0.1, 1.0, 2.0])
