@@ -226,7 +226,8 @@ def train(
         Called with the :class:`EpochRecord` of each epoch, after its validation (and after the
         training state is written). It may raise :class:`StopTraining` to end training there,
         as early stopping would; any other exception it raises propagates out of ``train``
-        (the network then holds that epoch's weights).
+        (the network then holds the weights of that epoch's last step, not the moving average
+        that ``ema_decay`` validates).
 
     Raises
     ------

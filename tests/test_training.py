@@ -225,8 +225,11 @@ def test_on_epoch_sees_every_epoch_and_can_stop_training(synthetic, tiny_preset)
     scores = iter([0.2, 0.4, 0.3, 0.1, 0.5])
     snapshots = []
 
-    def stop_at_three(record):
+    def validate():
         snapshots.append(net.get_weights())
+        return next(scores)
+
+    def stop_at_three(record):
         if record.epoch == 3:
             raise StopTraining("enough")
 
@@ -234,7 +237,7 @@ def test_on_epoch_sees_every_epoch_and_can_stop_training(synthetic, tiny_preset)
         net,
         synthetic,
         tiny_preset,
-        validate=lambda: next(scores),
+        validate=validate,
         epochs=5,
         progress=False,
         on_epoch=stop_at_three,
