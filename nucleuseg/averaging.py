@@ -119,8 +119,7 @@ class MovingAverage:
     ``ExponentialMovingAverage`` with ``num_updates``), so early weights, still far from where
     the run goes, fade quickly. Updates may skip steps: ``k`` steps since the last update weigh
     the new weights as ``k`` single-step updates with the same weights at the current decay
-    would. The average
-    starts as a copy of the first weights given.
+    would. The average starts as a copy of the first weights given.
 
     Parameters
     ----------

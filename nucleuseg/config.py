@@ -170,9 +170,9 @@ class TrainingConfig(_Replaceable):
     ema_decay : float
         Keep an exponential moving average of the weights, with this decay per optimizer step
         (0.999 averages over about the last 1,000 steps), and validate and keep the average
-        instead of the weights of the last step (:func:`nucleuseg.training.train`). 0 (the
-        default) keeps the last step's weights; model files saved without this field load
-        with it off.
+        instead of the weights of the last step (:func:`nucleuseg.training.train`). 0 keeps
+        the last step's weights; the ``default`` preset uses 0.999. Model files saved without
+        this field load with it off.
     """
 
     resize: int | None = None
