@@ -297,9 +297,9 @@ def train(
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         last_weights = None
         if average is not None:
-            if average.step < steps_done:
-                average.update(network.get_weights(), steps_done)
             last_weights = network.get_weights()
+            if average.step < steps_done:
+                average.update(last_weights, steps_done)
             network.set_weights(average.weights)
         score = float(validate()) if validate is not None else None
         seconds = time.perf_counter() - began
